@@ -1,0 +1,184 @@
+"""Shared config presets: the base experiment, dataset presets, augmentation presets, `tiny`.
+
+Every objective config calls `base_config(objective, dataset, ...)` and fills in its own
+`config.objective_config` and optimiser; dataset presets and the `tiny` switch are shared so that
+`configs/<objective>.py:<dataset>[,tiny]` means the same thing for every objective.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+DIGITS_MEAN = (0.20,) * 3   # digits images in [0, 1] are mostly background (0)
+DIGITS_STD = (0.33,) * 3
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+# Dataset presets: source, splits, image size, normalisation, and the model stem that suits them.
+DATASETS = {
+    "digits": dict(source="digits", image_size=32, num_classes=10, train_split="train",
+                   test_split="test", mean=DIGITS_MEAN, std=DIGITS_STD, stem="cifar",
+                   num_train_examples=1347),
+    "cifar10": dict(source="tfds", tfds_name="cifar10", image_size=32, num_classes=10,
+                    train_split="train", test_split="test", mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                    stem="cifar", num_train_examples=50_000),
+    "cifar100": dict(source="tfds", tfds_name="cifar100", image_size=32, num_classes=100,
+                     train_split="train", test_split="test", mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                     stem="cifar", num_train_examples=50_000),
+    "stl10": dict(source="tfds", tfds_name="stl10", image_size=96, num_classes=10,
+                  train_split="unlabelled", test_split="test", mean=IMAGENET_MEAN,
+                  std=IMAGENET_STD, stem="cifar", num_train_examples=100_000),
+    "imagenet": dict(source="tfds", tfds_name="imagenet2012", image_size=224, num_classes=1000,
+                     train_split="train", test_split="validation", mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD, stem="imagenet", num_train_examples=1_281_167),
+    "synthetic": dict(source="synthetic", image_size=32, num_classes=10, train_split="train",
+                      test_split="test", mean=(0.5,) * 3, std=(0.25,) * 3, stem="cifar",
+                      num_train_examples=2048),
+}
+
+# Two-view augmentation presets. Geometric parts (crop scale, flip) run on the host in uint8;
+# photometric parts run on the accelerator with parameters drawn per image. Each entry is a
+# pair (view 1, view 2) where the papers make the views asymmetric.
+AUGMENTATIONS = {
+    # MoCo v2 (Chen et al. 2020): same distribution for both views.
+    "moco_v2": dict(crop_scale=(0.2, 1.0), flip=True,
+                    jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
+                    grayscale_prob=0.2, blur_prob=(0.5, 0.5), solarize_prob=(0.0, 0.0)),
+    # BYOL (Grill et al. 2020), table 6: asymmetric blur and solarisation.
+    "byol": dict(crop_scale=(0.08, 1.0), flip=True,
+                 jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
+                 grayscale_prob=0.2, blur_prob=(1.0, 0.1), solarize_prob=(0.0, 0.2)),
+}
+
+
+def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
+  """The experiment fields shared by all objectives; objective configs fill in the rest and end
+  with `finish(config, tiny)`."""
+  preset = DATASETS[dataset]
+  config = ml_collections.ConfigDict()
+  config.name = f"{objective}:{dataset}"
+  config.objective = objective
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict(dict(
+      name=dataset,
+      source=preset["source"],
+      tfds_name=preset.get("tfds_name", ""),
+      data_dir="",                    # TFDS data_dir ('' = TFDS default)
+      image_size=preset["image_size"],
+      num_classes=preset["num_classes"],
+      train_split=preset["train_split"],
+      test_split=preset["test_split"],
+      mean=preset["mean"],
+      std=preset["std"],
+      num_train_examples=preset["num_train_examples"],
+      num_workers=0,                  # grain worker processes (0 = in the main process)
+      shuffle_seed=0,
+  ))
+  config.augment = ml_collections.ConfigDict(dict(AUGMENTATIONS["moco_v2"]))
+  config.augment.blur_kernel_fraction = 0.1   # blur kernel = 10% of the image side (as the papers)
+
+  config.model = ml_collections.ConfigDict(dict(
+      name="resnet50",
+      stem=preset["stem"],
+      width=64,               # channels of the first stage; 64 is the standard ResNet
+      dtype="float32",        # compute dtype; params stay float32
+  ))
+
+  config.batch_size = 256     # global batch, split over all devices
+  config.num_epochs = 200
+  config.num_steps = -1       # > 0 overrides num_epochs
+
+  config.optim = ml_collections.ConfigDict(dict(
+      name="sgd",             # 'sgd' | 'lars' | 'adamw'
+      base_lr=0.03,           # learning rate for a batch of `lr_batch_scale` images
+      lr_batch_scale=256,
+      schedule="cosine",      # 'cosine' | 'constant'
+      warmup_epochs=0.0,
+      momentum=0.9,
+      nesterov=False,
+      weight_decay=1e-4,
+      exclude_bias_and_norm=False,   # LARS/BYOL: no weight decay or adaptation on biases and BN
+  ))
+  config.ema = ml_collections.ConfigDict(dict(
+      tau_base=0.999,
+      schedule="constant",    # 'constant' | 'cosine' (BYOL: tau -> 1 over training)
+  ))
+
+  config.mesh = ml_collections.ConfigDict(dict(
+      data=-1,                # -1: all devices not used by other axes
+      fsdp=1,                 # > 1 shards large params/opt state over this axis
+      fsdp_min_size=2**18,    # only leaves with at least this many elements are sharded
+  ))
+
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 500
+  config.keep_checkpoints = 3
+  config.knn_every_steps = 0          # 0: only at the end
+  config.max_nonfinite_steps = 10     # consecutive skipped steps before the run stops
+
+  config.eval = ml_collections.ConfigDict(dict(
+      knn_k=(20, 200),
+      knn_temperature=0.07,
+      linear_probe=True,
+      batch_size=512,
+      max_examples=-1,        # cap on examples per split for the final evaluation (-1 = all)
+  ))
+
+  if dataset == "digits":
+    _digits_preset(config)
+  return config
+
+
+def finish(config: ml_collections.ConfigDict, tiny: bool) -> ml_collections.ConfigDict:
+  """Applies the `tiny` switch last, so it shrinks whatever the objective config chose."""
+  if tiny:
+    apply_tiny(config)
+    config.name += ",tiny"
+  return config
+
+
+def _digits_preset(config: ml_collections.ConfigDict) -> None:
+  """A small ResNet that pretrains on sklearn's digits in minutes on 2 CPU cores."""
+  config.model.name = "resnet18"
+  config.model.width = 16
+  config.batch_size = 256
+  config.num_epochs = 60
+  config.log_every_steps = 10
+  config.checkpoint_every_steps = 100
+  config.knn_every_steps = 100
+
+
+def apply_tiny(config: ml_collections.ConfigDict) -> None:
+  """Shrinks any config to a complete job that runs in well under 2 minutes on 2 CPU cores."""
+  config.model.name = "resnet18"
+  config.model.width = 8
+  config.batch_size = 64
+  config.num_epochs = -1
+  config.num_steps = 30
+  config.data.image_size = min(config.data.image_size, 32)
+  config.log_every_steps = 10
+  config.checkpoint_every_steps = 20
+  config.knn_every_steps = 0
+  config.eval.max_examples = 512
+
+
+def parse_arg(arg: str | None, allowed_datasets=tuple(DATASETS)) -> tuple[str, bool]:
+  """Parses a config arg like 'digits,tiny' into (dataset, tiny) with clear errors."""
+  parts = [p.strip() for p in (arg or "digits").split(",") if p.strip()]
+  dataset, tiny = "digits", False
+  seen_dataset = False
+  for part in parts:
+    if part == "tiny":
+      tiny = True
+    elif part in allowed_datasets:
+      if seen_dataset:
+        raise ValueError(f"config arg {arg!r} names two datasets; give one of {sorted(allowed_datasets)}")
+      dataset, seen_dataset = part, True
+    else:
+      raise ValueError(
+          f"unknown config arg {part!r} in {arg!r}: allowed datasets are "
+          f"{sorted(allowed_datasets)}, and 'tiny' shrinks any of them")
+  return dataset, tiny

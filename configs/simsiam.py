@@ -1,0 +1,39 @@
+r"""SimSiam (Chen & He 2021): a predictor and a stop-gradient, no momentum encoder, no negatives.
+
+Paper defaults: ResNet-50, projector of 3 Linear layers of 2048 with BN (the last BN without
+affine), predictor 2048 -> 512 -> 2048 (bottleneck, BN in the hidden layer), loss
+0.5 D(p1, sg(z2)) + 0.5 D(p2, sg(z1)) with D the negative cosine, SGD lr 0.05 x batch/256,
+momentum 0.9, weight decay 1e-4, cosine schedule for everything but the predictor, whose learning
+rate stays fixed (the paper's finding). The CIFAR variant uses 2 projector layers.
+
+Run:
+  python main.py --config=configs/simsiam.py:digits --workdir=runs/simsiam_digits
+  python main.py --config=configs/simsiam.py:cifar10 --workdir=runs/simsiam_cifar10
+  python main.py --config=configs/simsiam.py:digits,tiny --workdir=/tmp/simsiam_tiny
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  dataset, tiny = common.parse_arg(arg)
+  config = common.base_config("simsiam", dataset)
+  config.objective_config = ml_collections.ConfigDict(dict(
+      proj_hidden_dim=2048,
+      proj_dim=2048,
+      proj_layers=3,
+      pred_hidden_dim=512,
+      fix_predictor_lr=True,
+  ))
+  config.augment.update(common.AUGMENTATIONS["moco_v2"])
+  config.optim.update(dict(name="sgd", base_lr=0.05, weight_decay=1e-4, momentum=0.9))
+  if config.data.image_size <= 96:
+    config.objective_config.proj_layers = 2   # the paper's CIFAR variant
+  if dataset == "digits":
+    config.objective_config.update(dict(proj_hidden_dim=512, proj_dim=512, pred_hidden_dim=128))
+    config.optim.base_lr = 0.1
+  if tiny:
+    config.objective_config.update(dict(proj_hidden_dim=64, proj_dim=64, pred_hidden_dim=16))
+  return common.finish(config, tiny)

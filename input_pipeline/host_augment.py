@@ -1,0 +1,124 @@
+"""Geometric augmentation on the host, in uint8: random resized crop + horizontal flip per view.
+
+Crops change the image shape, so they must happen before batching (on the host); the photometric
+part of the augmentation runs on the accelerator (`device_augment.py`). Every random parameter is
+drawn per image and per view from the `np.random.Generator` grain hands to `random_map`, which
+grain seeds from (pipeline seed, element position): the output is a pure function of both, so a
+restored iterator replays exactly the crops of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import grain
+import ml_collections
+import numpy as np
+from PIL import Image
+
+# torchvision's RandomResizedCrop defaults, used by MoCo, SimCLR and BYOL alike.
+CROP_ASPECT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+_CROP_ATTEMPTS = 10
+
+
+def sample_crop_box(height: int, width: int, scale: tuple[float, float],
+                    ratio: tuple[float, float], rng: np.random.Generator
+                    ) -> tuple[int, int, int, int]:
+  """(top, left, crop_height, crop_width) by torchvision's RandomResizedCrop algorithm.
+
+  Area fraction ~ U(scale), log aspect ratio ~ U(log ratio); up to 10 attempts to fit the box in
+  the image, then a centre crop of the whole image clamped to the ratio range.
+  """
+  area = height * width
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(_CROP_ATTEMPTS):
+    target_area = area * rng.uniform(scale[0], scale[1])
+    aspect_ratio = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+    crop_width = int(round(math.sqrt(target_area * aspect_ratio)))
+    crop_height = int(round(math.sqrt(target_area / aspect_ratio)))
+    if 0 < crop_width <= width and 0 < crop_height <= height:
+      top = int(rng.integers(0, height - crop_height + 1))
+      left = int(rng.integers(0, width - crop_width + 1))
+      return top, left, crop_height, crop_width
+  in_ratio = width / height
+  if in_ratio < min(ratio):
+    crop_width, crop_height = width, int(round(width / min(ratio)))
+  elif in_ratio > max(ratio):
+    crop_height, crop_width = height, int(round(height * max(ratio)))
+  else:
+    crop_height, crop_width = height, width
+  return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
+
+
+def crop_and_resize(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+  """Crops box=(top, left, height, width) from a uint8 (H, W, 3) image and resizes to size^2."""
+  top, left, crop_height, crop_width = box
+  # PIL's bilinear filter widens its support when downscaling (antialiasing, like torchvision's
+  # default), and resizing the box region directly avoids a separate crop copy. A full-image box
+  # at the target size is returned unchanged by PIL.
+  resized = Image.fromarray(image).resize(
+      (size, size), Image.Resampling.BILINEAR,
+      box=(left, top, left + crop_width, top + crop_height))
+  return np.asarray(resized)
+
+
+def random_crop_flip(image: np.ndarray, size: int, crop_scale: tuple[float, float], flip: bool,
+                     rng: np.random.Generator) -> np.ndarray:
+  """One augmented view: random resized crop to size x size, then a horizontal flip w.p. 0.5."""
+  height, width = image.shape[:2]
+  box = sample_crop_box(height, width, crop_scale, CROP_ASPECT_RATIO, rng)
+  view = crop_and_resize(image, box, size)
+  if flip and rng.random() < 0.5:
+    view = view[:, ::-1]
+  return np.ascontiguousarray(view)
+
+
+def eval_resize(image: np.ndarray, size: int) -> np.ndarray:
+  """Deterministic eval view: resize the shorter side to `size`, then centre-crop size x size."""
+  height, width = image.shape[:2]
+  if (height, width) == (size, size):
+    return image
+  scale = size / min(height, width)
+  # The box is the centred region that maps onto size x size after scaling by `scale`.
+  box_height, box_width = size / scale, size / scale
+  top, left = (height - box_height) / 2, (width - box_width) / 2
+  resized = Image.fromarray(image).resize(
+      (size, size), Image.Resampling.BILINEAR,
+      box=(left, top, left + box_width, top + box_height))
+  return np.asarray(resized)
+
+
+class TwoViewCrop(grain.transforms.RandomMap):
+  """grain transform: {'image', 'label'} -> {'view1', 'view2'}, independently cropped/flipped.
+
+  Holds plain values, not the ConfigDict, so it pickles cheaply into grain worker processes.
+  """
+
+  def __init__(self, image_size: int, crop_scale: tuple[float, float], flip: bool):
+    self.image_size = int(image_size)
+    self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+    self.flip = bool(flip)
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> TwoViewCrop:
+    return cls(config.data.image_size, tuple(config.augment.crop_scale), config.augment.flip)
+
+  def random_map(self, element: dict[str, Any], rng: np.random.Generator
+                 ) -> dict[str, np.ndarray]:
+    image = element["image"]
+    return {
+        "view1": random_crop_flip(image, self.image_size, self.crop_scale, self.flip, rng),
+        "view2": random_crop_flip(image, self.image_size, self.crop_scale, self.flip, rng),
+    }
+
+
+class EvalResize(grain.transforms.Map):
+  """grain transform: {'image', 'label'} -> the same with the deterministic eval resize."""
+
+  def __init__(self, image_size: int):
+    self.image_size = int(image_size)
+
+  def map(self, element: dict[str, Any]) -> dict[str, Any]:
+    return {"image": eval_resize(element["image"], self.image_size),
+            "label": np.int32(element["label"])}

@@ -1,0 +1,120 @@
+"""grain pipelines: the infinite two-view training stream and finite, ordered evaluation batches.
+
+Training (per process):
+
+  source -> this process's shard -> shuffle (reshuffled every epoch) -> repeat forever
+    -> two independently cropped/flipped views per image -> batch (uint8) -> iterator
+
+Everything up to the batch is a `grain.MapDataset`, i.e. indexable: the element at stream
+position `p` is a pure function of (seed, process_index, process_count, p). Hence the iterator's
+state is just a position (plus worker bookkeeping with `mp_prefetch`), it is JSON-serialisable, and
+a restored iterator continues bitwise identically to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from absl import flags
+import grain
+import ml_collections
+import numpy as np
+
+from input_pipeline import host_augment
+from input_pipeline import sources
+
+# Each element after batching is a whole batch, so a small buffer already hides the latency; the
+# grain defaults (500 elements) would hold hundreds of batches of images in memory.
+_TRAIN_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)
+_EVAL_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)
+
+
+def train_dataset_size(config: ml_collections.ConfigDict) -> int:
+  """Number of examples in the training split (one epoch over all processes)."""
+  return len(sources.make_source(config.data, config.data.train_split))
+
+
+def _pipeline_seed(seed: int, process_index: int) -> int:
+  """One 32-bit seed per (seed, process): processes must not share crop parameters."""
+  return int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
+
+
+def build_train_dataset(config: ml_collections.ConfigDict, global_batch_size: int,
+                        process_index: int = 0, process_count: int = 1, seed: int | None = None,
+                        *, source: sources.RandomAccessSource | None = None
+                        ) -> grain.IterDataset:
+  """The infinite training stream of this process: {'view1', 'view2'}, uint8 (B_local, H, W, 3).
+
+  Args:
+    config: the experiment config (`config.data`, `config.augment` are read).
+    global_batch_size: batch over all processes; each process yields
+      global_batch_size // process_count examples per batch.
+    process_index, process_count: this process's shard (jax.process_index(), jax.process_count()).
+    seed: pipeline seed (shuffle order and crops); defaults to config.data.shuffle_seed.
+    source: overrides the source the config names (e.g. an `ArraySource` of in-memory data).
+
+  Each process reads a disjoint, equally long slice of the source (the last
+  len(source) % process_count examples are left out so every process's epoch has the same length
+  and epochs end at the same step everywhere). Call `iter()` on the result and checkpoint
+  `iterator.get_state()`.
+  """
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(f"global batch size {global_batch_size} must be a positive multiple of the "
+                     f"process count {process_count}")
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+  local_batch_size = global_batch_size // process_count
+  if source is None:
+    source = sources.make_source(config.data, config.data.train_split)
+  shard_size = len(source) // process_count
+  if shard_size < local_batch_size:
+    raise ValueError(
+        f"each of {process_count} processes gets {shard_size} of the {len(source)} training "
+        f"examples, fewer than its batch of {local_batch_size}")
+  seed = config.data.shuffle_seed if seed is None else seed
+
+  dataset = grain.MapDataset.source(source)
+  dataset = dataset[process_index * shard_size:(process_index + 1) * shard_size]
+  # ds.seed derives distinct seeds for shuffle and random_map from one pipeline seed.
+  dataset = dataset.seed(_pipeline_seed(seed, process_index))
+  # Shuffle before repeat: a MapDataset shuffle indexed past its length reshuffles each epoch with
+  # a seed folded with the epoch number, and repeat() only extends the length.
+  dataset = dataset.shuffle()
+  dataset = dataset.repeat(None)
+  # After repeat, so the crop generator is keyed by the global stream position: epoch 2 sees new
+  # crops of the same images.
+  dataset = dataset.random_map(host_augment.TwoViewCrop.from_config(config))
+  dataset = dataset.batch(local_batch_size, drop_remainder=True)
+  iter_dataset = dataset.to_iter_dataset(_TRAIN_READ_OPTIONS)
+  if config.data.num_workers > 0:
+    # grain's worker processes read absl flags (--grain_*); outside an absl app (tests, notebooks)
+    # nothing has parsed them, so accept their defaults rather than fail on first access.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    iter_dataset = iter_dataset.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=config.data.num_workers))
+  return iter_dataset
+
+
+def eval_batches(config: ml_collections.ConfigDict, split: str, batch_size: int,
+                 max_examples: int = -1, *, source: sources.RandomAccessSource | None = None
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """One ordered pass over `split`: {'image': uint8 (b, H, W, 3), 'label': int32 (b,)}.
+
+  The last batch may be smaller than batch_size; max_examples >= 0 keeps only the first
+  max_examples examples (-1: all). `source` overrides the source the config names.
+  """
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  if source is None:
+    source = sources.make_source(config.data, split)
+  dataset = grain.MapDataset.source(source)
+  if max_examples >= 0:
+    dataset = dataset[:max_examples]
+  dataset = dataset.map(host_augment.EvalResize(config.data.image_size))
+  dataset = dataset.batch(batch_size, drop_remainder=False)
+  iterator = iter(dataset.to_iter_dataset(_EVAL_READ_OPTIONS))
+  try:
+    yield from iterator
+  finally:
+    iterator.close()

@@ -1,0 +1,110 @@
+r"""ssl-jax entry point: pretrain (and evaluate) a config, or export the encoder of a checkpoint.
+
+  python main.py                                     # default job: MoCo v2 on digits
+  python main.py --config=configs/byol.py:digits --workdir=runs/byol
+  python main.py --config=configs/moco_v2.py:digits --config.optim.base_lr=0.1 --workdir=runs/lr0.1
+  python main.py --config=configs/moco_v2.py:digits --workdir=runs/moco --mode=export
+
+Running the same command again resumes from the latest checkpoint in --workdir. SIGTERM saves a
+checkpoint and exits with status 143.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import os
+import sys
+
+# Quieter TensorFlow (imported by clu's TensorBoard writer); must precede its import.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(_HERE, "configs", "moco_v2.py") + ":digits"
+
+config_flags.DEFINE_config_file(
+    "config", DEFAULT_CONFIG,
+    "Config file and its arg, e.g. configs/byol.py:digits,tiny. Override fields with "
+    "--config.<field>=<value>.", lock_config=True)
+flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, TensorBoard events, "
+                    "the exported encoder and summary.json (relative paths are fine).")
+flags.DEFINE_enum("mode", "train", ["train", "export"],
+                  "train: pretrain (resuming if possible), export, evaluate. export: write the "
+                  "encoder of the latest checkpoint in --workdir to WORKDIR/encoder.")
+
+EXIT_BAD_INPUT = 2
+EXIT_PREEMPTED = 143   # 128 + SIGTERM, what schedulers expect of a terminated job
+
+
+def _load_config_from_argv(argv: list[str]):
+  """The config named by --config (without overrides), to explain a rejected override."""
+  import importlib.util
+  spec_arg = DEFAULT_CONFIG
+  for index, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      spec_arg = arg.split("=", 1)[1]
+    elif arg == "--config" and index + 1 < len(argv):
+      spec_arg = argv[index + 1]
+  path, _, config_arg = spec_arg.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_user_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(config_arg or None)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with a clear message (and exit 2) for a misspelt --config.<key>."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:   # wrong type, unknown dataset in the config arg, bad flag
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    # A config file that raised embeds its traceback; its first and last lines say it all.
+    message = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1].strip()}"
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+  except (AttributeError, KeyError) as error:
+    from ssl_jax import config_validation
+    try:
+      config = _load_config_from_argv(argv)
+    except Exception:  # the config itself is broken: report the original error
+      raise error from None
+    for arg in argv[1:]:
+      if arg.startswith("--config.") or arg.startswith("--noconfig."):
+        key = arg.split("=", 1)[0].split("config.", 1)[1]
+        message = config_validation.unknown_key_message(config, key)
+        if message:
+          print(f"error: {message}", file=sys.stderr)
+          sys.exit(EXIT_BAD_INPUT)
+    raise
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Imported here so that --help and flag errors do not pay for jax.
+  from ssl_jax import config_validation, train
+
+  logging.set_verbosity(logging.WARNING)
+  std_logging.getLogger("absl").setLevel(std_logging.WARNING)
+  config = flags.FLAGS.config
+  try:
+    if flags.FLAGS.mode == "export":
+      path = train.export_latest_checkpoint(config, flags.FLAGS.workdir)
+      print(f"exported the encoder to {path}")
+    else:
+      train.train_and_evaluate(config, flags.FLAGS.workdir)
+  except (config_validation.ConfigError, FileNotFoundError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+  except train.Preempted as preempted:
+    print(str(preempted), file=sys.stderr)
+    sys.exit(EXIT_PREEMPTED)
+  except train.NonFiniteTraining as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,89 @@
+"""Checks of a config and a workdir that must fail before any device work, with clear messages.
+
+ml_collections already rejects unknown keys and wrongly typed overrides of a locked config; this
+module checks the values: names that must come from a fixed set, and divisibility rules.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import ml_collections
+
+from ssl_jax import models
+from ssl_jax.objectives import OBJECTIVES
+
+ALLOWED = {
+    "data.source": ("digits", "tfds", "synthetic"),
+    "model.stem": ("imagenet", "cifar"),
+    "model.dtype": tuple(models.COMPUTE_DTYPES),
+    "model.name": tuple(models.RESNET_SPECS),
+    "optim.name": ("sgd", "lars", "adamw"),
+    "optim.schedule": ("cosine", "constant"),
+    "ema.schedule": ("constant", "cosine"),
+}
+
+
+class ConfigError(ValueError):
+  """A config value or a workdir that cannot be used; the message says what is allowed."""
+
+
+def _lookup(config: ml_collections.ConfigDict, dotted: str):
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
+  return value
+
+
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
+                    process_count: int) -> None:
+  if config.objective not in OBJECTIVES:
+    raise ConfigError(f"unknown objective {config.objective!r}; allowed: {sorted(OBJECTIVES)}")
+  for key, allowed in ALLOWED.items():
+    value = _lookup(config, key)
+    if value not in allowed:
+      raise ConfigError(f"config.{key}={value!r} is not allowed; choose one of {list(allowed)}")
+  if config.batch_size <= 0:
+    raise ConfigError(f"config.batch_size={config.batch_size} must be positive")
+  if config.batch_size % num_devices:
+    raise ConfigError(
+        f"config.batch_size={config.batch_size} must be divisible by the {num_devices} devices "
+        f"(the global batch is split evenly); e.g. use {num_devices * max(1, config.batch_size // num_devices)}")
+  if config.batch_size % process_count:
+    raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the "
+                      f"{process_count} processes")
+  if config.num_steps <= 0 and config.num_epochs <= 0:
+    raise ConfigError("set config.num_steps > 0 or config.num_epochs > 0")
+  eval_batch = config.eval.batch_size
+  if eval_batch <= 0:
+    raise ConfigError(f"config.eval.batch_size={eval_batch} must be positive")
+
+
+def unknown_key_message(config: ml_collections.ConfigDict, dotted_key: str) -> str | None:
+  """Why `--config.<dotted_key>` does not name a field, with the fields allowed there; None
+  when the key exists."""
+  node, path = config, []
+  for part in dotted_key.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      where = "config" + "".join(f".{p}" for p in path)
+      allowed = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      return (f"unknown config key 'config.{dotted_key}': {where} has no field {part!r}; "
+              f"allowed fields: {allowed}")
+    node = node[part]
+    path.append(part)
+  return None
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Absolute workdir, created if needed, and proven writable before any work starts."""
+  if not workdir:
+    raise ConfigError("--workdir is empty; give a directory to write checkpoints and results to")
+  path = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test_"):
+      pass
+  except OSError as error:
+    raise ConfigError(f"workdir {path} is not writable: {error.strerror or error}") from error
+  return path

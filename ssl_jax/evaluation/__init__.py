@@ -1,0 +1,1 @@
+"""Evaluation of encoders on frozen features: feature extraction, kNN, linear probe."""

@@ -1,0 +1,42 @@
+"""Frozen-feature evaluation of an encoder on a config's dataset: kNN and linear probe top-1."""
+
+from __future__ import annotations
+
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from input_pipeline import pipeline as input_pipeline
+from ssl_jax.evaluation import features as features_lib
+from ssl_jax.evaluation import knn as knn_lib
+from ssl_jax.evaluation import linear_probe as linear_probe_lib
+
+
+def split_features(encoder, config: ml_collections.ConfigDict, mesh: Mesh, split: str):
+  """Pooled features and labels of a whole split (capped by config.eval.max_examples)."""
+  batch_size = features_lib.padded_batch_size(config.eval.batch_size, mesh)
+  batches = input_pipeline.eval_batches(config, split, batch_size, config.eval.max_examples)
+  return features_lib.extract_features(encoder.pooled, batches, mesh, batch_size)
+
+
+def evaluate_frozen(encoder, config: ml_collections.ConfigDict, mesh: Mesh, *,
+                    knn_ks=None, linear_probe: bool | None = None) -> dict[str, float]:
+  """{'knn_top1_k<k>': ..., 'knn_top1': (first k), 'linear_top1': ...} on the test split,
+  with the train split as the kNN memory bank and the probe's training data."""
+  knn_ks = tuple(config.eval.knn_k if knn_ks is None else knn_ks)
+  linear_probe = config.eval.linear_probe if linear_probe is None else linear_probe
+  train_features, train_labels = split_features(encoder, config, mesh, config.data.train_split)
+  test_features, test_labels = split_features(encoder, config, mesh, config.data.test_split)
+  num_classes = config.data.num_classes
+  results = {}
+  for k in knn_ks:
+    results[f"knn_top1_k{k}"] = knn_lib.knn_top1(
+        train_features, train_labels, test_features, test_labels, k=k,
+        temperature=config.eval.knn_temperature, num_classes=num_classes)
+  results["knn_top1"] = results[f"knn_top1_k{knn_ks[0]}"]
+  if linear_probe:
+    probe = linear_probe_lib.linear_probe_top1(train_features, train_labels, test_features,
+                                               test_labels, num_classes=num_classes)
+    results["linear_top1"] = probe["top1"]
+    results["linear_l2"] = probe["l2"]
+  return {key: float(np.asarray(value)) for key, value in results.items()}

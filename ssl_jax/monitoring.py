@@ -1,0 +1,109 @@
+"""Training metrics (clu), metric writers and the console progress bar; all clu imports are here.
+
+Metrics are built inside the step as a clu `Collection`, merged on the host without a sync
+(merging is lazy device arithmetic), and computed (fetched) only at log steps. The writers need
+TensorFlow (clu's TensorBoard writer); on hosts without it we fall back to clu's logging writer so
+training never depends on TensorFlow being installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import jax
+from clu import metrics as clu_metrics
+
+# Metrics every objective's step reports; objectives add their own (`Objective.metric_names`).
+ENGINE_METRICS = ("loss", "learning_rate", "tau", "projection_std", "rankme", "grad_norm",
+                  "skipped_step")
+
+
+def make_metrics_collection(names: tuple[str, ...]) -> type[clu_metrics.Collection]:
+  """A clu Collection averaging each named scalar over the steps between two log steps."""
+  return clu_metrics.Collection.create(**{name: clu_metrics.Average.from_output(name)
+                                          for name in names})
+
+
+def create_writer(workdir: str, enabled: bool):
+  """TensorBoard + console writer (clu), or a console-only one where TensorFlow is absent."""
+  try:
+    from clu import metric_writers  # imports TensorFlow (TensorBoard summaries)
+  except ImportError as error:
+    logging.warning("TensorBoard writer unavailable (%s); logging metrics to the console only.",
+                    error)
+    return _ConsoleOnlyWriter()
+  return metric_writers.create_default_writer(
+      os.path.join(workdir, "tensorboard"), just_logging=not enabled, asynchronous=True)
+
+
+class _ConsoleOnlyWriter:
+  """The subset of clu's MetricWriter interface the trainer uses, without TensorFlow."""
+
+  def write_scalars(self, step, scalars):
+    logging.info("[%d] %s", step, ", ".join(f"{k}={float(v):.5g}" for k, v in scalars.items()))
+
+  def write_hparams(self, hparams):
+    logging.info("hparams: %s", hparams)
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+class Progress:
+  """A tqdm bar with loss and images/s, refreshed at log steps only (no per-step host sync).
+
+  It also keeps the training throughput: the interval that includes compilation (the first
+  after a start or resume) and time spent in evaluations are left out."""
+
+  def __init__(self, total_steps: int, initial_step: int, images_per_step: int, enabled: bool):
+    self._images_per_step = images_per_step
+    self._last_step = initial_step
+    self._last_time = time.perf_counter()
+    self._skip_next_interval = True   # the first interval includes compilation
+    self._train_images = 0
+    self._train_seconds = 0.0
+    self._bar = None
+    if enabled and jax.process_index() == 0:
+      from tqdm import tqdm
+      self._bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True)
+
+  def update(self, step: int, loss: float) -> float:
+    """Advances to `step` (metrics of which were just fetched, so the device is in sync) and
+    returns images/s over the interval since the previous update."""
+    now = time.perf_counter()
+    images = (step - self._last_step) * self._images_per_step
+    seconds = max(now - self._last_time, 1e-9)
+    if not self._skip_next_interval:
+      self._train_images += images
+      self._train_seconds += seconds
+    self._skip_next_interval = False
+    if self._bar is not None:
+      self._bar.update(step - self._last_step)
+      self._bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images / seconds:.0f}")
+    self._last_step, self._last_time = step, now
+    return images / seconds
+
+  def exclude_since_last_update(self) -> None:
+    """Leaves the current interval (it contains an evaluation) out of the throughput."""
+    self._skip_next_interval = True
+
+  def mean_images_per_second(self) -> float | None:
+    if self._train_seconds == 0:
+      return None
+    return self._train_images / self._train_seconds
+
+  def write(self, message: str) -> None:
+    if self._bar is not None:
+      self._bar.write(message)
+    elif jax.process_index() == 0:
+      print(message, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+      self._bar = None

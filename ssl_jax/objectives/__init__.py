@@ -1,0 +1,27 @@
+"""The objectives, in one explicit dict: adding an objective adds one line here (no registry)."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from ssl_jax.objectives.base import LossOutput, Objective
+from ssl_jax.objectives.byol import Byol
+from ssl_jax.objectives.moco_v2 import MocoV2
+from ssl_jax.objectives.simsiam import SimSiam
+
+OBJECTIVES: dict[str, type[Objective]] = {
+    "moco_v2": MocoV2,
+    "byol": Byol,
+    "simsiam": SimSiam,
+}
+
+
+def build_objective(config: ml_collections.ConfigDict, num_batch_shards: int) -> Objective:
+  """Instantiates `OBJECTIVES[config.objective]`; unknown names fail with the allowed list."""
+  name = config.objective
+  if name not in OBJECTIVES:
+    raise ValueError(f"unknown objective {name!r}; allowed objectives: {sorted(OBJECTIVES)}")
+  return OBJECTIVES[name](config, num_batch_shards)
+
+
+__all__ = ["LossOutput", "OBJECTIVES", "Objective", "build_objective"]

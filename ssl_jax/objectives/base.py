@@ -1,0 +1,88 @@
+"""The interface every SSL objective implements.
+
+An objective owns its networks (online network, optional EMA target), its loss, and any state of its
+own (the MoCo queue, DirectPred's correlation estimate). The engine in `ssl_jax/step.py` is written
+only against this interface, so adding an objective means one file here plus one config, and one
+line in the explicit `OBJECTIVES` dict of `ssl_jax/objectives/__init__.py`.
+
+Conventions
+- `params` / `batch_stats` are the online network's flax collections, with top-level keys
+  `backbone`, `projector` and (where there is one) `predictor`.
+- The EMA target holds only the keys named in `target_keys` (never the predictor), and keeps its
+  own BatchNorm statistics, updated by its own forward passes, not by EMA.
+- `views` is a tuple of float32 arrays (N, H, W, C), already augmented and normalised.
+- Everything here is pure and traced inside the one jitted train step.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import ml_collections
+
+PyTree = Any
+
+
+class LossOutput(NamedTuple):
+  """What `Objective.loss` returns next to the scalar loss (the `has_aux` part)."""
+
+  batch_stats: PyTree          # online BN statistics after this step's forward passes
+  target_batch_stats: PyTree   # target BN statistics after its forward passes ({} without target)
+  projections: jax.Array       # (N, d) online projections of the first view: collapse monitors
+  extras: dict[str, jax.Array]   # values `update_objective_state` needs (e.g. MoCo's 'keys')
+  metrics: dict[str, jax.Array]  # extra scalar metrics to log (e.g. 'contrastive_acc')
+
+
+class Objective(abc.ABC):
+  """Base class: subclasses set `uses_target` and implement the abstract methods."""
+
+  # True when the train state carries an EMA target network (MoCo key encoder, BYOL target).
+  uses_target: ClassVar[bool] = False
+  # Top-level parameter groups copied into (and EMA-updated in) the target network.
+  target_keys: ClassVar[tuple[str, ...]] = ("backbone", "projector")
+  # Names of the scalars `loss` puts in `LossOutput.metrics` (the metrics collection is built
+  # from them before tracing).
+  metric_names: ClassVar[tuple[str, ...]] = ()
+
+  def __init__(self, config: ml_collections.ConfigDict, num_batch_shards: int):
+    """`config` is the whole experiment config (read-only here); `num_batch_shards` is how many
+    device groups the global batch is split over (used by per-device / shuffle BatchNorm)."""
+    self.config = config
+    self.num_batch_shards = num_batch_shards
+
+  @abc.abstractmethod
+  def init(self, rng: jax.Array, image_shape: tuple[int, int, int]) -> tuple[PyTree, PyTree]:
+    """Returns the online network's (params, batch_stats) for images of shape (H, W, C)."""
+
+  def init_objective_state(self, rng: jax.Array, global_batch_size: int) -> PyTree:
+    """State of the objective itself (e.g. the MoCo queue); `{}` when there is none."""
+    del rng, global_batch_size
+    return {}
+
+  @abc.abstractmethod
+  def loss(
+      self,
+      params: PyTree,
+      batch_stats: PyTree,
+      target_params: PyTree,
+      target_batch_stats: PyTree,
+      objective_state: PyTree,
+      views: tuple[jax.Array, ...],
+      rng: jax.Array,
+  ) -> tuple[jax.Array, LossOutput]:
+    """Scalar loss (differentiated w.r.t. `params`) and the auxiliary outputs."""
+
+  def update_objective_state(self, objective_state: PyTree, extras: dict[str, jax.Array]) -> PyTree:
+    """Post-update hook, run after the optimiser step (e.g. enqueue MoCo keys)."""
+    del extras
+    return objective_state
+
+  def param_labels(self, params: PyTree) -> PyTree:
+    """Optimiser group of each parameter leaf: 'default' or 'constant_lr' (SimSiam's predictor)."""
+    return jax.tree.map(lambda _: "default", params)
+
+  def encoder_variables(self, params: PyTree, batch_stats: PyTree) -> dict[str, PyTree]:
+    """The backbone's variables, as exported for evaluation."""
+    return {"params": params["backbone"], "batch_stats": batch_stats["backbone"]}

@@ -1,0 +1,94 @@
+"""BYOL (Grill et al. 2020, "Bootstrap Your Own Latent").
+
+Online network: backbone -> projector MLP (4096 hidden, BN, 256 out) -> predictor MLP (same shape).
+Target network: an EMA of the online backbone + projector (no predictor), with its own BatchNorm
+statistics. As in the official code, the target runs in training mode (BN uses batch statistics
+and its forward updates the target's running statistics), and every view goes through each
+network in its own forward pass, so each view is normalised with its own batch statistics.
+
+Loss, as the official code (which sums both directions rather than averaging them):
+  mean over the batch of [2 - 2 cos(p1, sg(z2')) + 2 - 2 cos(p2, sg(z1'))],
+with p the online predictions and z' the target projections. The EMA decay follows the cosine
+schedule in `ssl_jax/ema.py` (config.ema.schedule = 'cosine').
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ssl_jax import losses
+from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_backbone
+from ssl_jax.objectives.base import LossOutput, Objective, PyTree
+
+
+def regression_loss(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+  """Per-sample 2 - 2 cos(p, sg(z)) = ||normalize(p) - normalize(z)||^2, shape (N,)."""
+  return 2.0 - 2.0 * losses.cosine_similarity(predictions, jax.lax.stop_gradient(targets))
+
+
+def byol_loss(predictions_1: jax.Array, predictions_2: jax.Array,
+              target_projections_1: jax.Array, target_projections_2: jax.Array) -> jax.Array:
+  """BYOL's symmetrised loss: view 1's prediction regresses view 2's target projection and
+  vice versa; summed over the two directions, averaged over the batch."""
+  return jnp.mean(regression_loss(predictions_1, target_projections_2)
+                  + regression_loss(predictions_2, target_projections_1))
+
+
+class Byol(Objective):
+  """BYOL: online network with predictor regresses an EMA target (see the module docstring)."""
+
+  uses_target = True
+
+  def __init__(self, config: ml_collections.ConfigDict, num_batch_shards: int):
+    super().__init__(config, num_batch_shards)
+    objective_config = config.objective_config
+    proj_dim = int(objective_config.proj_dim)
+    # Global-batch BN everywhere: the official code uses cross-replica BN (bn_groups = 1).
+    backbone = build_backbone(config.model, bn_groups=1)   # also validates config.model.dtype
+    dtype = COMPUTE_DTYPES[config.model.dtype]
+    self.network = SSLNetwork(
+        backbone=backbone,
+        projector=MLP(hidden_dims=(int(objective_config.proj_hidden_dim),), out_dim=proj_dim,
+                      hidden_bias=True, hidden_bn=True, out_bias=True, out_bn="none",
+                      dtype=dtype),
+        predictor=MLP(hidden_dims=(int(objective_config.pred_hidden_dim),), out_dim=proj_dim,
+                      hidden_bias=True, hidden_bn=True, out_bias=True, out_bn="none",
+                      dtype=dtype),
+    )
+
+  def init(self, rng: jax.Array, image_shape: tuple[int, int, int]) -> tuple[PyTree, PyTree]:
+    variables = self.network.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    return variables["params"], variables["batch_stats"]
+
+  def _forward(self, params: PyTree, batch_stats: PyTree, images: jax.Array,
+               use_predictor: bool) -> tuple[dict[str, jax.Array], PyTree]:
+    outputs, mutated = self.network.apply(
+        {"params": params, "batch_stats": batch_stats}, images, train=True,
+        use_predictor=use_predictor, mutable=["batch_stats"])
+    return outputs, mutated["batch_stats"]
+
+  def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
+           target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
+           rng: jax.Array) -> tuple[jax.Array, LossOutput]:
+    del objective_state, rng
+    if len(views) < 2:
+      raise ValueError(f"BYOL needs 2 views per image, got {len(views)}")
+    view_1, view_2 = views[0], views[1]
+    online_1, batch_stats = self._forward(params, batch_stats, view_1, use_predictor=True)
+    online_2, batch_stats = self._forward(params, batch_stats, view_2, use_predictor=True)
+    # The target has no predictor; use_predictor=False lets its params omit that group.
+    target_1, target_batch_stats = self._forward(target_params, target_batch_stats, view_1,
+                                                 use_predictor=False)
+    target_2, target_batch_stats = self._forward(target_params, target_batch_stats, view_2,
+                                                 use_predictor=False)
+    loss = byol_loss(online_1["prediction"], online_2["prediction"],
+                     target_1["projection"], target_2["projection"])
+    return loss, LossOutput(
+        batch_stats=batch_stats,
+        target_batch_stats=target_batch_stats,
+        projections=online_1["projection"].astype(jnp.float32),
+        extras={},
+        metrics={},
+    )

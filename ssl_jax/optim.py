@@ -1,0 +1,155 @@
+"""Optimisers and learning-rate schedules for pretraining.
+
+`build_optimizer` returns one optax transformation for the whole online network. Parameters are
+labelled by the objective ('default' or 'constant_lr'); every group gets the same update rule and
+differs only in its learning rate: 'default' follows the warmup + cosine (or constant) schedule,
+'constant_lr' stays at the peak rate (SimSiam's fixed predictor lr). The learning rate is applied
+by one transformation holding one step count, so the groups can never drift apart in steps.
+
+Update rules (all with decoupled lr so the group lr can be the one differing piece):
+- 'sgd': PyTorch SGD, as MoCo and SimSiam use it: weight decay is added to the gradient *before*
+  momentum, `buf = m * buf + (g + wd * w)`, `w -= lr * buf` (nesterov: `w -= lr * (g' + m * buf)`).
+- 'lars': optax.lars's chain (weight decay, trust-ratio scaling, lr, momentum), with weight decay
+  and trust-ratio adaptation masked off for 1-D leaves (biases, BN scales/offsets) when
+  `exclude_bias_and_norm`, as BYOL does.
+- 'adamw': optax.adamw's chain (Adam moments, decoupled weight decay, lr).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+PyTree = Any
+Schedule = Callable[[jax.Array | int], jax.Array]
+
+OPTIMIZERS = ("sgd", "lars", "adamw")
+LR_SCHEDULES = ("cosine", "constant")
+PARAM_GROUPS = ("default", "constant_lr")
+LARS_TRUST_COEFFICIENT = 1e-3   # BYOL / You et al. 2017
+
+
+def peak_learning_rate(optim_config: ml_collections.ConfigDict, global_batch_size: int) -> float:
+  """The linear scaling rule: base_lr is the rate for a batch of `lr_batch_scale` images."""
+  return float(optim_config.base_lr) * global_batch_size / float(optim_config.lr_batch_scale)
+
+
+def learning_rate_schedule(optim_config: ml_collections.ConfigDict, total_steps: int,
+                           steps_per_epoch: int, global_batch_size: int) -> Schedule:
+  """Linear warmup from 0 over `warmup_epochs`, then cosine decay to 0 at `total_steps` (or
+  constant). Same shape as the official BYOL schedule: lr = 0 at step 0."""
+  if optim_config.schedule not in LR_SCHEDULES:
+    raise ValueError(
+        f"unknown optim.schedule {optim_config.schedule!r}; allowed: {list(LR_SCHEDULES)}")
+  peak = peak_learning_rate(optim_config, global_batch_size)
+  warmup_steps = int(round(float(optim_config.warmup_epochs) * steps_per_epoch))
+  if warmup_steps > total_steps:
+    raise ValueError(f"warmup ({warmup_steps} steps = {optim_config.warmup_epochs} epochs) is "
+                     f"longer than training ({total_steps} steps)")
+  decay_steps = max(total_steps - warmup_steps, 1)
+  cosine = optim_config.schedule == "cosine"
+
+  def schedule(step: jax.Array | int) -> jax.Array:
+    step = jnp.asarray(step, jnp.float32)
+    warmup_lr = peak * step / max(warmup_steps, 1)
+    if cosine:
+      progress = jnp.clip((step - warmup_steps) / decay_steps, 0.0, 1.0)
+      after_warmup = 0.5 * peak * (1.0 + jnp.cos(jnp.pi * progress))
+    else:
+      after_warmup = jnp.full_like(step, peak)
+    return jnp.where(step < warmup_steps, warmup_lr, after_warmup)
+
+  return schedule
+
+
+class ScaleByGroupScheduleState(NamedTuple):
+  count: jax.Array   # the one step count every group's learning rate is read from
+
+
+def scale_by_group_learning_rate(schedules: Mapping[str, Schedule],
+                                 param_labels: PyTree | Callable[[PyTree], PyTree]
+                                 ) -> optax.GradientTransformation:
+  """Multiplies each leaf's update by `-schedules[label](count)`, one shared count."""
+
+  def resolve_labels(tree: PyTree) -> PyTree:
+    return param_labels(tree) if callable(param_labels) else param_labels
+
+  def init_fn(params: PyTree) -> ScaleByGroupScheduleState:
+    labels = resolve_labels(params)
+    unknown = sorted({label for label in jax.tree.leaves(labels)} - set(schedules))
+    if unknown:
+      raise ValueError(f"unknown parameter group label(s) {unknown}; allowed: {sorted(schedules)}")
+    return ScaleByGroupScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates: PyTree, state: ScaleByGroupScheduleState, params: PyTree = None):
+    del params
+    labels = resolve_labels(updates)
+    # Evaluate each schedule once per step, not once per leaf.
+    rates = {name: schedule(state.count) for name, schedule in schedules.items()}
+    updates = jax.tree.map(
+        lambda update, label: (-rates[label] * update).astype(update.dtype), updates, labels)
+    return updates, ScaleByGroupScheduleState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _is_matrix_or_kernel(params: PyTree) -> PyTree:
+  """Mask: True for leaves that take weight decay / LARS adaptation (not biases or BN params)."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def build_optimizer(optim_config: ml_collections.ConfigDict, total_steps: int,
+                    steps_per_epoch: int, global_batch_size: int,
+                    param_labels: PyTree | Callable[[PyTree], PyTree] | None = None
+                    ) -> tuple[optax.GradientTransformation, Schedule]:
+  """Returns (optimiser, default-group lr schedule).
+
+  `param_labels`: a pytree like the params with leaves 'default' / 'constant_lr' (e.g.
+  `Objective.param_labels(params)`), a function params -> such a tree, or None (all 'default').
+  """
+  name = optim_config.name
+  if name not in OPTIMIZERS:
+    raise ValueError(f"unknown optim.name {name!r}; allowed: {list(OPTIMIZERS)}")
+  lr_schedule = learning_rate_schedule(optim_config, total_steps, steps_per_epoch,
+                                       global_batch_size)
+  peak = peak_learning_rate(optim_config, global_batch_size)
+  schedules = {
+      "default": lr_schedule,
+      "constant_lr": lambda step: jnp.asarray(peak, jnp.float32),
+  }
+  if param_labels is None:
+    param_labels = lambda tree: jax.tree.map(lambda _: "default", tree)
+  group_lr = scale_by_group_learning_rate(schedules, param_labels)
+
+  weight_decay = float(optim_config.weight_decay)
+  exclude = bool(optim_config.exclude_bias_and_norm)
+  decay_mask = _is_matrix_or_kernel if exclude else None
+
+  if name == "sgd":
+    transform = optax.chain(
+        optax.add_decayed_weights(weight_decay, mask=decay_mask),
+        optax.trace(decay=float(optim_config.momentum), nesterov=bool(optim_config.nesterov)),
+        group_lr,
+    )
+  elif name == "lars":
+    # optax.lars is exactly this chain with `scale_by_learning_rate` where `group_lr` is; it is
+    # spelled out so that one shared step count drives both lr groups.
+    adapt_mask = _is_matrix_or_kernel if exclude else True
+    transform = optax.chain(
+        optax.add_decayed_weights(weight_decay, mask=decay_mask if exclude else True),
+        optax.masked(optax.scale_by_trust_ratio(trust_coefficient=LARS_TRUST_COEFFICIENT),
+                     mask=adapt_mask),
+        group_lr,
+        optax.trace(decay=float(optim_config.momentum), nesterov=bool(optim_config.nesterov)),
+    )
+  else:   # adamw
+    transform = optax.chain(
+        optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8),
+        optax.add_decayed_weights(weight_decay, mask=decay_mask),
+        group_lr,
+    )
+  return transform, lr_schedule

@@ -1,0 +1,78 @@
+"""Device mesh and sharding rules: the batch is split over every device, state by rule.
+
+The mesh has two axes: 'data' (pure data parallelism) and 'fsdp' (a second axis over which large
+parameters and their optimiser state are sharded, FSDP-style). The batch is split over both, so
+with fsdp=1 this is plain data parallelism. State shardings are never written per leaf: they come
+from `state_shardings`, a rule applied to the abstract state from `jax.eval_shape`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
+# The global batch is split over every device of the mesh.
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
+
+
+def make_mesh(mesh_config: ml_collections.ConfigDict, devices=None) -> Mesh:
+  """Mesh of shape (data, fsdp) over `devices` (default: all), data=-1 meaning 'the rest'."""
+  devices = list(jax.devices() if devices is None else devices)
+  num_devices = len(devices)
+  fsdp = int(mesh_config.fsdp)
+  if fsdp < 1 or num_devices % fsdp:
+    raise ValueError(f"mesh.fsdp={fsdp} must be a positive divisor of the {num_devices} devices")
+  data = num_devices // fsdp if mesh_config.data == -1 else int(mesh_config.data)
+  if data * fsdp != num_devices:
+    raise ValueError(f"mesh.data={mesh_config.data} x mesh.fsdp={fsdp} must equal the "
+                     f"{num_devices} devices (use mesh.data=-1 to take the rest)")
+  device_grid = np.asarray(devices).reshape(data, fsdp)
+  return Mesh(device_grid, (DATA_AXIS, FSDP_AXIS), axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def num_batch_shards(mesh: Mesh) -> int:
+  return int(np.prod([mesh.shape[axis] for axis in BATCH_AXES]))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over all devices; other axes whole."""
+  return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def _fsdp_spec(shape: tuple[int, ...], fsdp_size: int, min_size: int) -> PartitionSpec:
+  """Shards the largest dimension divisible by the fsdp axis; small leaves stay replicated
+  because gathering them would cost more than storing them."""
+  if fsdp_size == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return PartitionSpec()
+  candidates = [d for d in range(len(shape)) if shape[d] % fsdp_size == 0]
+  if not candidates:
+    return PartitionSpec()
+  dim = max(candidates, key=lambda d: shape[d])
+  spec = [None] * len(shape)
+  spec[dim] = FSDP_AXIS
+  return PartitionSpec(*spec)
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, fsdp_min_size: int) -> Any:
+  """Sharding of every leaf of a state pytree (from `jax.eval_shape`), by rule."""
+  fsdp_size = mesh.shape[FSDP_AXIS]
+  return jax.tree.map(
+      lambda leaf: NamedSharding(mesh, _fsdp_spec(tuple(leaf.shape), fsdp_size, fsdp_min_size)),
+      abstract_state)
+
+
+def host_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Assembles each process's local batch into one global array sharded over the mesh."""
+  sharding = batch_sharding(mesh)
+  return {name: jax.make_array_from_process_local_data(sharding, value)
+          for name, value in batch.items()}

@@ -1,0 +1,103 @@
+"""The pure train step: (state, batch) -> (state, metrics), jitted once with declared shardings.
+
+Per step: draw keys by folding the step into the base key, augment both views on the device,
+differentiate the objective's loss, apply the optimiser, EMA-update the target, run the
+objective's post-update hook (e.g. the MoCo enqueue). A step whose loss or gradient is not
+finite changes nothing but the step counter and the skip counter, so NaNs never reach params,
+the target, BN statistics or the objective's state.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+from input_pipeline import device_augment
+from ssl_jax import collapse
+from ssl_jax import ema as ema_lib
+from ssl_jax import monitoring
+from ssl_jax import sharding as sharding_lib
+from ssl_jax.objectives.base import Objective
+from ssl_jax.train_state import TrainState
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = jax.tree.leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def make_train_step(
+    objective: Objective,
+    optimizer: optax.GradientTransformation,
+    lr_schedule: Callable[[jax.Array], jax.Array],
+    tau_schedule: Callable[[jax.Array], jax.Array],
+    augment_config: ml_collections.ConfigDict,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    base_rng: jax.Array,
+):
+  """Returns (train_step, metrics_collection_class); train_step is pure and not yet jitted."""
+  metric_names = monitoring.ENGINE_METRICS + tuple(objective.metric_names)
+  metrics_collection = monitoring.make_metrics_collection(metric_names)
+
+  def train_step(state: TrainState, batch: dict[str, jax.Array]):
+    step_rng = jax.random.fold_in(base_rng, state.step)
+    augment_rng, loss_rng = jax.random.split(step_rng)
+    views = device_augment.augment_views(augment_rng, batch, augment_config, mean, std)
+
+    def loss_fn(params):
+      return objective.loss(params, state.batch_stats, state.target_params,
+                            state.target_batch_stats, state.objective_state, views, loss_rng)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    tau = tau_schedule(state.step)
+    if objective.uses_target:
+      target_params = ema_lib.ema_update(state.target_params, params, tau)
+    else:
+      target_params = state.target_params
+    objective_state = objective.update_objective_state(state.objective_state, aux.extras)
+
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+    updated = state.replace(
+        params=params, batch_stats=aux.batch_stats, target_params=target_params,
+        target_batch_stats=aux.target_batch_stats, opt_state=opt_state,
+        objective_state=objective_state)
+    kept_or_updated = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+    new_state = kept_or_updated.replace(
+        step=state.step + 1,
+        nonfinite_steps=jnp.where(finite, 0, state.nonfinite_steps + 1))
+
+    unknown = set(aux.metrics) - set(objective.metric_names)
+    if unknown:
+      raise ValueError(f"objective returned undeclared metrics {sorted(unknown)}; declare them "
+                       f"in {type(objective).__name__}.metric_names")
+    metrics = metrics_collection.single_from_model_output(
+        loss=loss,
+        learning_rate=lr_schedule(state.step),
+        tau=jnp.asarray(tau, jnp.float32),
+        projection_std=collapse.normalized_std(aux.projections),
+        rankme=collapse.rankme(aux.projections),
+        grad_norm=optax.global_norm(grads),
+        skipped_step=1.0 - finite.astype(jnp.float32),
+        **aux.metrics)
+    return new_state, metrics
+
+  return train_step, metrics_collection
+
+
+def jit_train_step(train_step, state_shardings, mesh: Mesh):
+  """One jit with declared shardings: batch split over all devices, state by rule, donated."""
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  return jax.jit(
+      train_step,
+      in_shardings=(state_shardings, batch_sharding),
+      out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
+      donate_argnums=0,
+  )

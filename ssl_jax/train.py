@@ -1,0 +1,296 @@
+"""`train_and_evaluate(config, workdir)`: pretrain, checkpoint, export, evaluate, summarise.
+
+The same call resumes from the latest committed checkpoint in `workdir`. The loop does host work
+only at log, evaluation and checkpoint steps; in between it just feeds batches to the jitted step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from input_pipeline import pipeline as input_pipeline
+from ssl_jax import checkpointing
+from ssl_jax import config_validation
+from ssl_jax import ema as ema_lib
+from ssl_jax import export as export_lib
+from ssl_jax import monitoring
+from ssl_jax import optim
+from ssl_jax import sharding as sharding_lib
+from ssl_jax import step as step_lib
+from ssl_jax import train_state as train_state_lib
+from ssl_jax.evaluation import frozen
+from ssl_jax.objectives import build_objective
+
+ENCODER_DIR = "encoder"
+CHECKPOINT_DIR = "checkpoints"
+SUMMARY_FILE = "summary.json"
+
+
+class Preempted(RuntimeError):
+  """Training stopped early (SIGTERM or `stop_at_step`) after saving a checkpoint."""
+
+  def __init__(self, step: int):
+    super().__init__(f"stopped at step {step} after saving a checkpoint; run the same command "
+                     "again to resume")
+    self.step = step
+
+
+class NonFiniteTraining(RuntimeError):
+  """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+  """Turns SIGTERM into a flag the loop polls, so the step in flight finishes and is saved."""
+  received = {"sigterm": False}
+
+  def handler(signum, frame):
+    del signum, frame
+    received["sigterm"] = True
+  try:
+    previous = signal.signal(signal.SIGTERM, handler)
+  except ValueError:  # not the main thread: leave signals alone
+    yield received
+    return
+  try:
+    yield received
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+class _Setup:
+  """Everything the loop and the final evaluation need, built before any step runs."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config = config
+    self.workdir = config_validation.prepare_workdir(workdir)
+    config_validation.validate_config(config, num_devices=jax.device_count(),
+                                      process_count=jax.process_count())
+    self.mesh = sharding_lib.make_mesh(config.mesh)
+    self.objective = build_objective(config, sharding_lib.num_batch_shards(self.mesh))
+
+    self.global_batch = config.batch_size
+    dataset_size = input_pipeline.train_dataset_size(config)
+    self.steps_per_epoch = dataset_size // self.global_batch
+    if self.steps_per_epoch == 0:
+      raise config_validation.ConfigError(
+          f"config.batch_size={self.global_batch} is larger than the {dataset_size} training "
+          f"examples of {config.data.name}")
+    self.total_steps = (config.num_steps if config.num_steps > 0
+                        else int(config.num_epochs * self.steps_per_epoch))
+    self.image_shape = (config.data.image_size, config.data.image_size, 3)
+
+    rng = jax.random.PRNGKey(config.seed)
+    self.init_rng, self.step_rng = jax.random.split(rng)
+    abstract_params, _ = jax.eval_shape(
+        functools.partial(self.objective.init, image_shape=self.image_shape), self.init_rng)
+    self.optimizer, self.lr_schedule = optim.build_optimizer(
+        config.optim, self.total_steps, self.steps_per_epoch, self.global_batch,
+        self.objective.param_labels(abstract_params))
+    self.tau_schedule = ema_lib.tau_schedule(config.ema, self.total_steps)
+    self.init_fn = train_state_lib.make_init_fn(self.objective, self.optimizer, self.image_shape,
+                                                self.global_batch)
+    # Abstract evaluation runs every shape/divisibility check (e.g. the MoCo queue) before any
+    # device work.
+    jax.eval_shape(self.init_fn, self.init_rng)
+
+  def encoder(self, params, batch_stats) -> export_lib.Encoder:
+    return export_lib.Encoder(self.config.model, self.objective.encoder_variables(params, batch_stats),
+                              self.config.data.image_size, self.config.data.mean,
+                              self.config.data.std, metadata={})
+
+
+def _setup_or_config_error(config: ml_collections.ConfigDict, workdir: str) -> _Setup:
+  """Builds the setup; a ValueError raised while doing so is a problem with the config (e.g. a
+  MoCo queue that the batch does not divide) and is reported as one."""
+  try:
+    return _Setup(config, workdir)
+  except config_validation.ConfigError:
+    raise
+  except ValueError as error:
+    raise config_validation.ConfigError(str(error)) from error
+
+
+def _export(setup: _Setup, params, batch_stats, step: int) -> str:
+  config = setup.config
+  return export_lib.export_encoder(
+      os.path.join(setup.workdir, ENCODER_DIR), model_config=config.model,
+      variables=setup.objective.encoder_variables(params, batch_stats),
+      image_size=config.data.image_size, mean=config.data.mean, std=config.data.std,
+      metadata={"objective": config.objective, "config_name": config.name, "step": step})
+
+
+def export_latest_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes WORKDIR/encoder from the latest checkpoint in `workdir` (export on demand)."""
+  setup = _setup_or_config_error(config, workdir)
+  checkpointer = checkpointing.TrainCheckpointer(
+      os.path.join(setup.workdir, CHECKPOINT_DIR), max_to_keep=config.keep_checkpoints,
+      save_interval_steps=config.checkpoint_every_steps)
+  latest = checkpointer.latest_step()
+  if latest is None:
+    raise FileNotFoundError(f"no checkpoint in {os.path.join(setup.workdir, CHECKPOINT_DIR)} to "
+                            "export; train first with the same --config and --workdir")
+  abstract_state = jax.eval_shape(setup.init_fn, setup.init_rng)
+  state, _ = checkpointer.restore(latest, abstract_state)
+  checkpointer.close()
+  return _export(setup, state.params, state.batch_stats, latest)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_at_step: int | None = None, show_progress: bool = True) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints) and returns the summary.
+
+  `stop_at_step` saves a checkpoint at that step and raises `Preempted`, exactly as a SIGTERM
+  would: tests use it to interrupt a run deterministically."""
+  wall_start = time.perf_counter()
+  setup = _setup_or_config_error(config, workdir)
+  mesh, objective = setup.mesh, setup.objective
+  is_lead = jax.process_index() == 0
+
+  state, state_shardings = train_state_lib.create_train_state(
+      setup.init_fn, setup.init_rng, mesh, config.mesh.fsdp_min_size)
+  checkpointer = checkpointing.TrainCheckpointer(
+      os.path.join(setup.workdir, CHECKPOINT_DIR), max_to_keep=config.keep_checkpoints,
+      save_interval_steps=config.checkpoint_every_steps)
+  dataset = input_pipeline.build_train_dataset(
+      config, setup.global_batch, jax.process_index(), jax.process_count())
+  iterator = iter(dataset)
+
+  # The freshly initialised state is the random-init baseline of the final evaluation; keep its
+  # encoder on the host before a checkpoint (or training) replaces it.
+  random_init_variables = jax.device_get(
+      objective.encoder_variables(state.params, state.batch_stats))
+
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    state, data_state = checkpointer.restore(
+        latest, checkpointing.abstract_like(state, state_shardings))
+    iterator.set_state(data_state)
+    logging.info("Resumed from the checkpoint at step %d in %s", latest, setup.workdir)
+  start_step = int(jax.device_get(state.step))
+
+  train_step, _ = step_lib.make_train_step(
+      objective, setup.optimizer, setup.lr_schedule, setup.tau_schedule, config.augment,
+      tuple(config.data.mean), tuple(config.data.std), setup.step_rng)
+  jitted_step = step_lib.jit_train_step(train_step, state_shardings, mesh)
+
+  writer = monitoring.create_writer(setup.workdir, enabled=is_lead)
+  if start_step == 0 and is_lead:
+    writer.write_hparams({key: str(value) for key, value in _flatten(config.to_dict()).items()})
+  progress = monitoring.Progress(setup.total_steps, start_step, setup.global_batch,
+                                 enabled=show_progress)
+  online_encoder = setup.encoder(state.params, state.batch_stats)
+
+  accumulated = None
+  final_loss = float("nan")
+  with _sigterm_flag() as signals:
+    for step in range(start_step, setup.total_steps):
+      batch = sharding_lib.host_batch_to_global(next(iterator), mesh)
+      state, metrics = jitted_step(state, batch)
+      accumulated = metrics if accumulated is None else accumulated.merge(metrics)
+      done = step + 1
+
+      if done % config.log_every_steps == 0 or done == setup.total_steps:
+        values = {k: float(v) for k, v in jax.device_get(accumulated.compute()).items()}
+        accumulated = None
+        final_loss = values["loss"]
+        values["images_per_second"] = progress.update(done, values["loss"])
+        if is_lead:
+          writer.write_scalars(done, values)
+        nonfinite = int(jax.device_get(state.nonfinite_steps))
+        if nonfinite >= config.max_nonfinite_steps:
+          checkpointer.close()
+          raise NonFiniteTraining(
+              f"{nonfinite} consecutive steps up to step {done} had a non-finite loss or "
+              "gradient (they were skipped, so params are intact); lower optim.base_lr or check "
+              "the data")
+
+      if config.knn_every_steps > 0 and done % config.knn_every_steps == 0 \
+          and done != setup.total_steps:
+        knn = frozen.evaluate_frozen(online_encoder.with_variables(
+            objective.encoder_variables(state.params, state.batch_stats)), config, mesh,
+            knn_ks=config.eval.knn_k[:1], linear_probe=False)
+        if is_lead:
+          writer.write_scalars(done, {"online_knn_top1": knn["knn_top1"]})
+        progress.write(f"step {done}: online kNN top-1 {knn['knn_top1']:.4f}")
+        progress.exclude_since_last_update()
+
+      checkpointer.save(done, state, iterator.get_state())
+      if signals["sigterm"] or (stop_at_step is not None and done >= stop_at_step):
+        checkpointer.save(done, state, iterator.get_state(), force=True)
+        checkpointer.close()
+        writer.flush()
+        progress.close()
+        raise Preempted(done)
+
+  if setup.total_steps not in checkpointer.all_steps():
+    checkpointer.save(setup.total_steps, state, iterator.get_state(), force=True)
+  checkpointer.close()
+  progress.close()
+
+  trained = online_encoder.with_variables(
+      objective.encoder_variables(state.params, state.batch_stats))
+  if is_lead:
+    _export(setup, state.params, state.batch_stats, setup.total_steps)
+
+  random_init = online_encoder.with_variables(random_init_variables)
+  evaluation = {
+      "trained": frozen.evaluate_frozen(trained, config, mesh),
+      "random_init": frozen.evaluate_frozen(random_init, config, mesh),
+  }
+
+  summary = {
+      "config_name": config.name,
+      "objective": config.objective,
+      "steps": setup.total_steps,
+      "final_loss": final_loss,
+      "images_per_second": progress.mean_images_per_second(),
+      "wall_time_seconds": time.perf_counter() - wall_start,
+      "eval": evaluation,
+  }
+  if is_lead:
+    with open(os.path.join(setup.workdir, SUMMARY_FILE), "w") as f:
+      json.dump(summary, f, indent=2)
+    writer.write_scalars(setup.total_steps, {f"eval/{name}/{key}": value
+                                             for name, results in evaluation.items()
+                                             for key, value in results.items()})
+    writer.flush()
+    print(results_table(summary), flush=True)
+  return summary
+
+
+def results_table(summary: dict[str, Any]) -> str:
+  """A short text table of the final evaluation: what SSL bought over random init."""
+  rows = [("encoder", "kNN top-1", "linear top-1")]
+  for name, label in (("random_init", "random init"), ("trained", f"trained ({summary['objective']})")):
+    results = summary["eval"][name]
+    linear = results.get("linear_top1")
+    rows.append((label, f"{results['knn_top1']:.4f}",
+                 "-" if linear is None else f"{linear:.4f}"))
+  widths = [max(len(row[i]) for row in rows) for i in range(3)]
+  lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+  lines.insert(1, "  ".join("-" * width for width in widths))
+  header = (f"{summary['config_name']}: {summary['steps']} steps, final loss "
+            f"{summary['final_loss']:.4f}, {summary['wall_time_seconds']:.0f} s")
+  return "\n".join([header] + lines)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat

@@ -1,0 +1,103 @@
+"""Every config builds; bad input fails early with a clear message, exit code 2, nothing written."""
+
+import glob
+import importlib
+import os
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from configs import common
+from ssl_jax import config_validation, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+                      if not os.path.basename(p).startswith(("common", "__")))
+
+
+def _config(name: str, arg: str = "digits,tiny") -> ml_collections.ConfigDict:
+  return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def test_the_three_objectives_have_configs():
+  assert {"moco_v2", "byol", "simsiam"} <= set(CONFIG_FILES)
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+@pytest.mark.parametrize("dataset", sorted(common.DATASETS))
+@pytest.mark.parametrize("tiny", [False, True])
+def test_every_config_builds_and_validates(name, dataset, tiny):
+  config = _config(name, dataset + (",tiny" if tiny else ""))
+  assert config.objective == name
+  assert config.data.name == dataset
+  config_validation.validate_config(config, num_devices=8, process_count=1)
+  module = importlib.import_module(f"configs.{name}")
+  assert f"configs/{name}.py:" in module.__doc__, "the docstring must hold the run command"
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_tiny_shrinks_the_model_and_run(name):
+  full, tiny = _config(name, "digits"), _config(name, "digits,tiny")
+  assert tiny.model.width < full.model.width
+  assert 0 < tiny.num_steps <= 60
+
+
+def test_unknown_dataset_arg_lists_the_allowed_ones():
+  with pytest.raises(ValueError, match="allowed datasets are .*'cifar10'.*'digits'"):
+    _config("moco_v2", "digitz")
+
+
+def test_unknown_key_message_names_the_key_and_allowed_fields():
+  config = _config("moco_v2")
+  message = config_validation.unknown_key_message(config, "optim.lrr")
+  assert "optim.lrr" in message and "base_lr" in message
+  assert config_validation.unknown_key_message(config, "optim.base_lr") is None
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("objective", "mocov3", r"unknown objective 'mocov3'; allowed: \['byol', 'moco_v2', 'simsiam'\]"),
+    ("model.name", "resnet19", r"'resnet19' is not allowed; choose one of \['resnet10'"),
+    ("data.source", "ftp", r"'ftp' is not allowed"),
+    ("optim.name", "sgdd", r"'sgdd' is not allowed; choose one of \['sgd', 'lars', 'adamw'\]"),
+    ("batch_size", 60, r"batch_size=60 must be divisible by the 8 devices"),
+])
+def test_bad_values_fail_before_any_work(tmp_path, field, value, expected):
+  config = _config("moco_v2")
+  section, _, key = field.rpartition(".")
+  (config[section] if section else config)[key] = value
+  with pytest.raises(config_validation.ConfigError, match=expected):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert os.listdir(tmp_path / "run") == []   # nothing written beyond the (empty) workdir
+
+
+def test_queue_not_divisible_by_batch_is_a_config_error(tmp_path):
+  config = _config("moco_v2")
+  config.objective_config.queue_size = 1000   # tiny batch is 64
+  with pytest.raises(config_validation.ConfigError, match="1000.*64|64.*1000"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_unwritable_workdir_is_a_config_error(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  with pytest.raises(config_validation.ConfigError, match="not writable"):
+    train.train_and_evaluate(_config("moco_v2"), str(blocker / "run"))
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("--config.optim.lrr=0.1", "config.optim has no field 'lrr'; allowed fields: ['base_lr'"),
+    ("--config.batch_size=abc", "--config.batch_size=abc"),
+    ("--config.objective=mocov3", "unknown objective 'mocov3'"),
+])
+def test_cli_bad_input_exits_2_with_a_message(tmp_path, override, expected):
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "main.py"),
+       "--config=" + os.path.join(REPO, "configs", "moco_v2.py") + ":digits,tiny", override,
+       "--workdir=" + str(tmp_path / "run")],
+      capture_output=True, text=True, timeout=120, cwd=tmp_path)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert expected in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "run" / "checkpoints").exists()
