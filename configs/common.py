@@ -120,6 +120,7 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
   config.max_nonfinite_steps = 10     # consecutive skipped steps before the run stops
 
   config.eval = ml_collections.ConfigDict(dict(
+      at_end=True,            # evaluate trained and random-init encoders after training
       knn_k=(20, 200),
       knn_temperature=0.07,
       linear_probe=True,

@@ -30,10 +30,9 @@ def abstract_like(tree: PyTree, shardings: PyTree | None = None) -> PyTree:
 class TrainCheckpointer:
   """Periodic, asynchronous checkpoints of the train state and the data iterator."""
 
-  def __init__(self, directory: str, *, max_to_keep: int, save_interval_steps: int):
+  def __init__(self, directory: str, *, max_to_keep: int):
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
-        save_interval_steps=max(1, save_interval_steps),
         enable_async_checkpointing=True,
         create=True,
     )
@@ -45,13 +44,14 @@ class TrainCheckpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, step: int, state: PyTree, data_state: dict, *, force: bool = False) -> bool:
-    """Saves if `step` is due under the interval (or `force`); returns whether it saved."""
-    return self._manager.save(
+  def save(self, step: int, state: PyTree, data_state: dict) -> None:
+    """Starts an asynchronous save of `state` and the iterator state at `step` (the caller
+    decides when a save is due)."""
+    self._manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                 data_iter=ocp.args.JsonSave(data_state)),
-        force=force)
+        force=True)
 
   def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict]:
     """Restores (state, data_state) at `step`, each leaf placed with the abstract sharding."""

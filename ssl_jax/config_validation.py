@@ -55,6 +55,10 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
                       f"{process_count} processes")
   if config.num_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError("set config.num_steps > 0 or config.num_epochs > 0")
+  for key in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+              "max_nonfinite_steps"):
+    if config[key] < 1:
+      raise ConfigError(f"config.{key}={config[key]} must be at least 1")
   eval_batch = config.eval.batch_size
   if eval_batch <= 0:
     raise ConfigError(f"config.eval.batch_size={eval_batch} must be positive")

@@ -84,7 +84,7 @@ def make_train_step(
         tau=jnp.asarray(tau, jnp.float32),
         projection_std=collapse.normalized_std(aux.projections),
         rankme=collapse.rankme(aux.projections),
-        grad_norm=optax.global_norm(grads),
+        grad_norm=optax.tree.norm(grads),
         skipped_step=1.0 - finite.astype(jnp.float32),
         **aux.metrics)
     return new_state, metrics

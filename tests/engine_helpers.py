@@ -1,0 +1,54 @@
+"""Shared helpers of the engine tests: small configs and running steps on chosen devices."""
+
+from __future__ import annotations
+
+import importlib
+
+import jax
+import ml_collections
+import numpy as np
+
+from ssl_jax import sharding as sharding_lib
+from ssl_jax import train
+
+
+def small_config(objective: str, **overrides) -> ml_collections.ConfigDict:
+  """The objective's digits,tiny config shrunk further, so a step compiles in seconds."""
+  config = importlib.import_module(f"configs.{objective}").get_config("digits,tiny")
+  config.model.name = "resnet10"
+  config.model.width = 4
+  config.data.image_size = 16
+  config.batch_size = 32
+  config.eval.at_end = False
+  config.log_every_steps = 5
+  if objective == "moco_v2":
+    config.objective_config.queue_size = 256
+  for dotted, value in overrides.items():
+    *path, key = dotted.split(".")
+    node = config
+    for part in path:
+      node = node[part]
+    node[key] = value
+  return config
+
+
+def host_batches(config: ml_collections.ConfigDict, count: int) -> list[dict[str, np.ndarray]]:
+  iterator = iter(train.Experiment(config).train_dataset())
+  return [next(iterator) for _ in range(count)]
+
+
+def run_steps(config: ml_collections.ConfigDict, batches, devices):
+  """Runs one step per batch on `devices`; returns the final state on the host."""
+  experiment = train.Experiment(config, devices=devices)
+  state, shardings = experiment.initial_state()
+  step = experiment.jitted_train_step(shardings)
+  for batch in batches:
+    state, _ = step(state, sharding_lib.host_batch_to_global(batch, experiment.mesh))
+  return jax.device_get(state)
+
+
+def max_abs_difference(tree_a, tree_b) -> float:
+  differences = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64)
+                                                              - np.asarray(b, np.float64)))),
+                             tree_a, tree_b)
+  return max(jax.tree.leaves(differences))

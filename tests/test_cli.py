@@ -1,0 +1,59 @@
+"""The command line as users run it: relative workdir, SIGTERM saves and exits 143, the same
+command resumes and finishes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOTAL_STEPS = 400
+
+
+def _command(workdir: str) -> list[str]:
+  return [sys.executable, os.path.join(REPO, "main.py"),
+          "--config=" + os.path.join(REPO, "configs", "moco_v2.py") + ":digits,tiny",
+          "--workdir=" + workdir,   # relative on purpose
+          "--config.model.name=resnet10", "--config.model.width=4",
+          "--config.data.image_size=16", f"--config.num_steps={TOTAL_STEPS}",
+          "--config.log_every_steps=5", "--config.checkpoint_every_steps=1000",
+          "--config.eval.linear_probe=False", "--config.eval.max_examples=256"]
+
+
+def _wait_for(predicate, timeout: float, process) -> None:
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return
+    if process.poll() is not None:
+      raise AssertionError(f"process exited early with {process.returncode}")
+    time.sleep(0.2)
+  raise AssertionError("timed out")
+
+
+def test_sigterm_saves_and_the_same_command_resumes(tmp_path):
+  log_path = tmp_path / "log.txt"
+  with open(log_path, "w") as log:
+    process = subprocess.Popen(_command("run"), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    # Training has started once the progress bar has passed a few log steps.
+    _wait_for(lambda: f"15/{TOTAL_STEPS}" in log_path.read_text(), 240, process)
+    process.send_signal(signal.SIGTERM)
+    returncode = process.wait(timeout=120)
+  output = log_path.read_text()
+  assert returncode == 143, output[-3000:]
+  assert "run the same command again to resume" in output
+  checkpoint_dir = tmp_path / "run" / "checkpoints"
+  saved = sorted(int(name) for name in os.listdir(checkpoint_dir) if name.isdigit())
+  assert len(saved) == 1 and 15 <= saved[0] < TOTAL_STEPS, saved
+  assert not (tmp_path / "run" / "summary.json").exists()
+
+  result = subprocess.run(_command("run"), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["steps"] == TOTAL_STEPS
+  assert (tmp_path / "run" / "encoder" / "encoder.json").exists()
+  # Resumed, not restarted: the progress bar starts from the saved step.
+  assert f"{saved[0]}/{TOTAL_STEPS}" in result.stderr
