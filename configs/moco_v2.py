@@ -2,8 +2,15 @@ r"""MoCo v2 (Chen, Fan, Girshick, He 2020): momentum key encoder, a queue of neg
 
 Paper defaults: ResNet-50, projector 2048 -> 2048 -> 128, temperature 0.2, queue 65,536, key
 encoder EMA 0.999, SGD lr 0.03 x batch/256, momentum 0.9, weight decay 1e-4, cosine schedule,
-MoCo v2 augmentation, shuffle-BN for the key encoder. On digits the queue is shortened to 4,096
-(the training set has 1,347 images, so a 65k queue would hold 50 copies of every image).
+MoCo v2 augmentation, shuffle-BN for the key encoder.
+
+The digits preset departs from them where 1,347 tiny images and a few hundred steps demand it:
+queue 1,024 (65k would hold every image ~50 times, its own keys among its negatives),
+temperature 0.1, EMA 0.99, and AdamW (lr 1e-3 x batch/256): with SGD at any rate we tried, the
+projections collapsed within 100 steps (std of normalised projections 0.001, loss at log(K+1))
+and did not recover in the time available, while AdamW spread them out within 200 steps.
+Measured on 2 CPU cores (one run): the default job (this preset) ends at kNN top-1 0.958 and
+linear top-1 0.967, against 0.920 and 0.929 for the same encoder at random init.
 
 Run:
   python main.py --config=configs/moco_v2.py:digits --workdir=runs/moco_v2_digits
@@ -32,12 +39,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.update(dict(name="sgd", base_lr=0.03, weight_decay=1e-4, momentum=0.9))
   config.ema.update(dict(tau_base=0.999, schedule="constant"))
   if dataset == "digits":
-    config.objective_config.proj_hidden_dim = 512
-    config.objective_config.queue_size = 4096
-    config.optim.base_lr = 0.06
+    config.objective_config.update(dict(proj_hidden_dim=512, queue_size=1024, temperature=0.1))
+    config.optim.update(dict(name="adamw", base_lr=1e-3, weight_decay=1e-4))
     config.ema.tau_base = 0.99
   if tiny:
-    config.objective_config.proj_hidden_dim = 64
-    config.objective_config.proj_dim = 32
-    config.objective_config.queue_size = 1024
+    config.objective_config.update(dict(proj_hidden_dim=128, proj_dim=64, queue_size=512))
+    if dataset == "digits":
+      config.optim.base_lr = 3e-3
   return common.finish(config, tiny)

@@ -130,10 +130,14 @@ class Experiment:
         self.config, self.global_batch, jax.process_index(), jax.process_count())
 
   def encoder(self, params, batch_stats) -> export_lib.Encoder:
+    """The backbone of an online network as an `Encoder` (what `load_encoder` returns)."""
     return export_lib.Encoder(self.config.model,
                               self.objective.encoder_variables(params, batch_stats),
                               self.config.data.image_size, self.config.data.mean,
                               self.config.data.std, metadata={})
+
+  def encoder_variables(self, state) -> Any:
+    return self.objective.encoder_variables(state.params, state.batch_stats)
 
 
 def _experiment_or_config_error(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
@@ -186,10 +190,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       os.path.join(experiment.workdir, CHECKPOINT_DIR), max_to_keep=config.keep_checkpoints)
   iterator = iter(experiment.train_dataset())
 
-  # The freshly initialised state is the random-init baseline of the final evaluation; keep its
-  # encoder on the host before a checkpoint (or training) replaces it.
-  random_init_variables = jax.device_get(
-      objective.encoder_variables(state.params, state.batch_stats))
+  # The freshly initialised state is the random-init baseline of the final evaluation; keep a
+  # host copy of its encoder before a checkpoint replaces the state or the step donates it.
+  random_init = experiment.encoder(*jax.device_get((state.params, state.batch_stats)))
 
   latest = checkpointer.latest_step()
   if latest is not None:
@@ -206,7 +209,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     writer.write_hparams({key: str(value) for key, value in _flatten(config.to_dict()).items()})
   progress = monitoring.Progress(experiment.total_steps, start_step, experiment.global_batch,
                                  enabled=show_progress)
-  online_encoder = experiment.encoder(state.params, state.batch_stats)
 
   accumulated = None
   final_loss = float("nan")
@@ -234,8 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
       if config.knn_every_steps > 0 and done % config.knn_every_steps == 0 \
           and done != experiment.total_steps:
-        knn = frozen.evaluate_frozen(online_encoder.with_variables(
-            objective.encoder_variables(state.params, state.batch_stats)), config, mesh,
+        knn = frozen.evaluate_frozen(
+            random_init.with_variables(experiment.encoder_variables(state)), config, mesh,
             knn_ks=config.eval.knn_k[:1], linear_probe=False)
         if is_lead:
           writer.write_scalars(done, {"online_knn_top1": knn["knn_top1"]})
@@ -247,7 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         checkpointer.save(done, state, iterator.get_state())
       if stopping:
         checkpointer.close()
-        writer.flush()
+        writer.close()
         progress.close()
         raise Preempted(done)
 
@@ -256,14 +258,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   checkpointer.close()
   progress.close()
 
-  trained = online_encoder.with_variables(
-      objective.encoder_variables(state.params, state.batch_stats))
+  trained = random_init.with_variables(experiment.encoder_variables(state))
   if is_lead:
     _export(experiment, state.params, state.batch_stats, experiment.total_steps)
 
   evaluation = {}
   if config.eval.at_end:
-    random_init = online_encoder.with_variables(random_init_variables)
     evaluation = {
         "trained": frozen.evaluate_frozen(trained, config, mesh),
         "random_init": frozen.evaluate_frozen(random_init, config, mesh),

@@ -13,6 +13,11 @@ def test_twenty_steps_on_8_devices_match_1_device(objective):
   assert jax.device_count() == 8
   # Per-device BN is a different computation by design; global BN must agree exactly.
   overrides = {"objective_config.bn_mode": "global"} if objective == "moco_v2" else {}
+  # A moderate learning rate: at the digits presets' high rates these width-4 networks are
+  # chaotic (BYOL with LARS at base_lr 1.0: the 1e-7 rounding difference between the two
+  # layouts after 2 steps grows to 1e-1 by step 20), which would test the dynamics, not the
+  # sharding.
+  overrides["optim.base_lr"] = 0.05
   config = small_config(objective, **overrides)
   batches = host_batches(config, STEPS)
   sharded = run_steps(config, batches, jax.devices())
@@ -24,4 +29,4 @@ def test_twenty_steps_on_8_devices_match_1_device(objective):
     assert max_abs_difference(sharded.target_params, single.target_params) < 1e-5
   # The training moved the parameters far more than the tolerance, so the check has teeth.
   initial = run_steps(config, [], jax.devices()[:1])
-  assert max_abs_difference(initial.params, single.params) > 1e-3
+  assert max_abs_difference(initial.params, single.params) > 100 * 1e-5
