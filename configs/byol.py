@@ -34,7 +34,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.objective_config.update(dict(proj_hidden_dim=1024, proj_dim=128, pred_hidden_dim=1024))
     config.optim.update(dict(base_lr=1.0, warmup_epochs=5.0))
     config.ema.tau_base = 0.99
-  if tiny:
+  config = common.finish(config, tiny)
+  if tiny and dataset == "digits":
+    # Tuned for a run of about 90 s (one run): kNN 0.751 and linear 0.876, against 0.702 and
+    # 0.656 for the same weights at random init with BN statistics from the data (the literal
+    # random init, with identity BNs, scores 0.876 / 0.880: BYOL does not beat it this fast).
+    config.num_steps = 500
+    config.augment.crop_scale = (0.3, 1.0)
+    config.objective_config.update(dict(proj_hidden_dim=256, proj_dim=64, pred_hidden_dim=256))
+    config.optim.update(dict(name="adamw", base_lr=1e-2, weight_decay=1e-4, warmup_epochs=0.0))
+    config.ema.update(dict(tau_base=0.97, schedule="constant"))
+  elif tiny:
     config.objective_config.update(dict(proj_hidden_dim=64, proj_dim=32, pred_hidden_dim=64))
     config.optim.warmup_epochs = 0.0
-  return common.finish(config, tiny)
+  return config

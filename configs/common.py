@@ -129,6 +129,9 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict(dict(
       at_end=True,            # evaluate trained and random-init encoders after training
+      # Also evaluate the random-init weights with BN statistics recomputed on training images
+      # (at init the running stats are 0/1, so eval-mode BN is the identity).
+      random_init_data_bn=True,
       knn_k=(20, 200),
       knn_temperature=0.07,
       linear_probe=True,

@@ -34,6 +34,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if dataset == "digits":
     config.objective_config.update(dict(proj_hidden_dim=512, proj_dim=512, pred_hidden_dim=128))
     config.optim.base_lr = 0.1
-  if tiny:
+  config = common.finish(config, tiny)
+  if tiny and dataset == "digits":
+    # Tuned for a run of about 70 s (one run): kNN 0.884 and linear 0.938, against 0.867 and
+    # 0.836 for the same weights at random init with BN statistics from the data, and 0.900 /
+    # 0.920 for the literal random init (identity BNs).
+    config.model.name = "resnet10"
+    config.augment.crop_scale = (0.3, 1.0)
+    config.objective_config.update(dict(proj_hidden_dim=256, proj_dim=64, pred_hidden_dim=32,
+                                        proj_layers=2))
+    config.optim.update(dict(name="sgd", base_lr=1.0, weight_decay=5e-4, warmup_epochs=2.0))
+    config.num_steps = 600
+  elif tiny:
     config.objective_config.update(dict(proj_hidden_dim=64, proj_dim=64, pred_hidden_dim=16))
-  return common.finish(config, tiny)
+  return config

@@ -29,7 +29,7 @@ from ssl_jax import optim
 from ssl_jax import sharding as sharding_lib
 from ssl_jax import step as step_lib
 from ssl_jax import train_state as train_state_lib
-from ssl_jax.evaluation import frozen
+from ssl_jax.evaluation import bn_calibration, frozen
 from ssl_jax.objectives import build_objective
 
 ENCODER_DIR = "encoder"
@@ -268,6 +268,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         "trained": frozen.evaluate_frozen(trained, config, mesh),
         "random_init": frozen.evaluate_frozen(random_init, config, mesh),
     }
+    if config.eval.random_init_data_bn:
+      random_init_data_bn = bn_calibration.recompute_batch_stats(
+          random_init, config, batch_size=config.eval.batch_size,
+          max_examples=config.eval.max_examples)
+      evaluation["random_init_data_bn"] = frozen.evaluate_frozen(random_init_data_bn, config,
+                                                                 mesh)
 
   summary = {
       "config_name": config.name,
@@ -292,14 +298,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 def results_table(summary: dict[str, Any]) -> str:
   """A short text table of the final evaluation: what SSL bought over random init."""
+  labels = {
+      "random_init": "random init",
+      "random_init_data_bn": "random init, BN stats from data",
+      "trained": f"trained ({summary['objective']})",
+  }
   rows = [("encoder", "kNN top-1", "linear top-1")]
-  for name, label in (("random_init", "random init"), ("trained", f"trained ({summary['objective']})")):
+  for name, label in labels.items():
+    if name not in summary["eval"]:
+      continue
     results = summary["eval"][name]
     linear = results.get("linear_top1")
     rows.append((label, f"{results['knn_top1']:.4f}",
                  "-" if linear is None else f"{linear:.4f}"))
   widths = [max(len(row[i]) for row in rows) for i in range(3)]
-  lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+  lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+           for row in rows]
   lines.insert(1, "  ".join("-" * width for width in widths))
   header = (f"{summary['config_name']}: {summary['steps']} steps, final loss "
             f"{summary['final_loss']:.4f}, {summary['wall_time_seconds']:.0f} s")

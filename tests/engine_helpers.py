@@ -12,9 +12,9 @@ from ssl_jax import sharding as sharding_lib
 from ssl_jax import train
 
 
-def small_config(objective: str, **overrides) -> ml_collections.ConfigDict:
-  """The objective's digits,tiny config shrunk further, so a step compiles in seconds."""
-  config = importlib.import_module(f"configs.{objective}").get_config("digits,tiny")
+def small_config(objective: str, dataset: str = "digits", **overrides) -> ml_collections.ConfigDict:
+  """The objective's `<dataset>,tiny` config shrunk further, so a step compiles in seconds."""
+  config = importlib.import_module(f"configs.{objective}").get_config(f"{dataset},tiny")
   config.model.name = "resnet10"
   config.model.width = 4
   config.data.image_size = 16

@@ -52,6 +52,7 @@ def take(iterator, num_batches: int) -> list[dict[str, np.ndarray]]:
 
 def test_digits_splits_sizes_disjoint_balanced_and_uint8():
   data_config = make_config("digits").data
+  data_config.image_size = 32
   train = sources.make_source(data_config, "train")
   test = sources.make_source(data_config, "test")
   assert (len(train), len(test)) == (1347, 450)
