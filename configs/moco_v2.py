@@ -9,8 +9,9 @@ queue 1,024 (65k would hold every image ~50 times, its own keys among its negati
 temperature 0.1, EMA 0.99, and AdamW (lr 1e-3 x batch/256): with SGD at any rate we tried, the
 projections collapsed within 100 steps (std of normalised projections 0.001, loss at log(K+1))
 and did not recover in the time available, while AdamW spread them out within 200 steps.
-Measured on 2 CPU cores (one run): the default job (this preset) ends at kNN top-1 0.958 and
-linear top-1 0.967, against 0.920 and 0.929 for the same encoder at random init.
+Measured on 2 CPU cores (one run, 275 s): the default job (this preset) ends at kNN top-1 0.958
+and linear top-1 0.967, against 0.920 and 0.929 for the same encoder at random init (0.820 and
+0.742 with BN statistics from the data).
 
 Run:
   python main.py --config=configs/moco_v2.py:digits --workdir=runs/moco_v2_digits

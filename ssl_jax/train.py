@@ -17,7 +17,6 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
 from input_pipeline import pipeline as input_pipeline
 from ssl_jax import checkpointing
@@ -182,7 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   would: tests use it to interrupt a run deterministically."""
   wall_start = time.perf_counter()
   experiment = _experiment_or_config_error(config, workdir)
-  mesh, objective = experiment.mesh, experiment.objective
+  mesh = experiment.mesh
   is_lead = jax.process_index() == 0
 
   state, state_shardings = experiment.initial_state()

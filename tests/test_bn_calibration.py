@@ -1,6 +1,5 @@
 """Recomputed BatchNorm statistics equal the statistics of the data, layer by layer."""
 
-import flax.linen as nn
 import jax
 import numpy as np
 

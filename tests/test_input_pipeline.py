@@ -73,6 +73,7 @@ def test_digits_splits_sizes_disjoint_balanced_and_uint8():
   assert test_counts.min() >= 40 and test_counts.max() <= 50, test_counts
   # The split does not depend on any config seed.
   other = make_config("digits").data
+  other.image_size = 32
   other.shuffle_seed = 123
   np.testing.assert_array_equal(sources.make_source(other, "test")[17]["image"], test_images[17])
 

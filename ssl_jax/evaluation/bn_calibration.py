@@ -39,17 +39,20 @@ def recompute_batch_stats(encoder, config: ml_collections.ConfigDict, *, batch_s
                           max_examples: int):
   """`encoder` with BN statistics averaged over full batches of clean training images."""
   statistics_fn = _batch_statistics_fn(encoder)
-  total, count = None, 0
+  total, count, full_size = None, 0, None
   for batch in input_pipeline.eval_batches(config, config.data.train_split, batch_size,
                                            max_examples):
-    if batch["image"].shape[0] != batch_size:
-      continue   # a short last batch would give noisier statistics (and a second compile)
+    # Only batches of the first batch's size: a short last batch would give noisier statistics
+    # (and a second compilation). A split smaller than one batch is used whole.
+    full_size = batch["image"].shape[0] if full_size is None else full_size
+    if batch["image"].shape[0] != full_size:
+      continue
     stats = statistics_fn(encoder.variables["params"], batch["image"])
     total = stats if total is None else jax.tree.map(jnp.add, total, stats)
     count += 1
   if count == 0:
-    raise ValueError(f"no full batch of {batch_size} training images to recompute BatchNorm "
-                     "statistics with; lower config.eval.batch_size")
+    raise ValueError(f"the {config.data.train_split!r} split has no images to recompute "
+                     "BatchNorm statistics with")
   averaged = jax.tree.map(lambda s: np.asarray(s / count), total)
   return encoder.with_variables({"params": encoder.variables["params"],
                                  "batch_stats": averaged})
