@@ -17,12 +17,8 @@ import orbax.checkpoint as ocp
 PyTree = Any
 
 
-def abstract_like(tree: PyTree, shardings: PyTree | None = None) -> PyTree:
-  """Shape/dtype/sharding skeleton of `tree` (concrete or abstract), for restoring into."""
-  if shardings is None:
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-        tree)
+def abstract_like(tree: PyTree, shardings: PyTree) -> PyTree:
+  """Shape/dtype skeleton of `tree` with the given shardings, for restoring into."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       tree, shardings)
 
@@ -60,9 +56,6 @@ class TrainCheckpointer:
         args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                 data_iter=ocp.args.JsonRestore()))
     return restored["state"], restored["data_iter"]
-
-  def wait_until_finished(self) -> None:
-    self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.wait_until_finished()
