@@ -138,6 +138,10 @@ class Experiment:
   def encoder_variables(self, state) -> Any:
     return self.objective.encoder_variables(state.params, state.batch_stats)
 
+  def checkpointer(self) -> checkpointing.TrainCheckpointer:
+    return checkpointing.TrainCheckpointer(os.path.join(self.workdir, CHECKPOINT_DIR),
+                                           max_to_keep=self.config.keep_checkpoints)
+
 
 def _experiment_or_config_error(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   """Builds the experiment; a ValueError raised while doing so is a problem with the config
@@ -150,11 +154,11 @@ def _experiment_or_config_error(config: ml_collections.ConfigDict, workdir: str)
     raise config_validation.ConfigError(str(error)) from error
 
 
-def _export(experiment: Experiment, params, batch_stats, step: int) -> str:
+def _export(experiment: Experiment, state, step: int) -> str:
   config = experiment.config
   return export_lib.export_encoder(
       os.path.join(experiment.workdir, ENCODER_DIR), model_config=config.model,
-      variables=experiment.objective.encoder_variables(params, batch_stats),
+      variables=experiment.encoder_variables(state),
       image_size=config.data.image_size, mean=config.data.mean, std=config.data.std,
       metadata={"objective": config.objective, "config_name": config.name, "step": step})
 
@@ -162,15 +166,14 @@ def _export(experiment: Experiment, params, batch_stats, step: int) -> str:
 def export_latest_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes WORKDIR/encoder from the latest checkpoint in `workdir` (export on demand)."""
   experiment = _experiment_or_config_error(config, workdir)
-  checkpointer = checkpointing.TrainCheckpointer(
-      os.path.join(experiment.workdir, CHECKPOINT_DIR), max_to_keep=config.keep_checkpoints)
+  checkpointer = experiment.checkpointer()
   latest = checkpointer.latest_step()
   if latest is None:
     raise FileNotFoundError(f"no checkpoint in {os.path.join(experiment.workdir, CHECKPOINT_DIR)} to "
                             "export; train first with the same --config and --workdir")
   state, _ = checkpointer.restore(latest, experiment.abstract_state)
   checkpointer.close()
-  return _export(experiment, state.params, state.batch_stats, latest)
+  return _export(experiment, state, latest)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -185,8 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   is_lead = jax.process_index() == 0
 
   state, state_shardings = experiment.initial_state()
-  checkpointer = checkpointing.TrainCheckpointer(
-      os.path.join(experiment.workdir, CHECKPOINT_DIR), max_to_keep=config.keep_checkpoints)
+  checkpointer = experiment.checkpointer()
   iterator = iter(experiment.train_dataset())
 
   # The freshly initialised state is the random-init baseline of the final evaluation; keep a
@@ -259,7 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   trained = random_init.with_variables(experiment.encoder_variables(state))
   if is_lead:
-    _export(experiment, state.params, state.batch_stats, experiment.total_steps)
+    _export(experiment, state, experiment.total_steps)
 
   evaluation = {}
   if config.eval.at_end:
