@@ -4,6 +4,7 @@ r"""ssl-jax entry point: pretrain (and evaluate) a config, or export the encoder
   python main.py --config=configs/byol.py:digits --workdir=runs/byol
   python main.py --config=configs/moco_v2.py:digits --config.optim.base_lr=0.1 --workdir=runs/lr0.1
   python main.py --config=configs/moco_v2.py:digits --workdir=runs/moco --mode=export
+  python main.py --workdir=runs/moco --mode=plot     # PNG plots of what the run recorded
 
 Running the same command again resumes from the latest checkpoint in --workdir. SIGTERM saves a
 checkpoint and exits with status 143.
@@ -30,9 +31,10 @@ config_flags.DEFINE_config_file(
     "--config.<field>=<value>.", lock_config=True)
 flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, TensorBoard events, "
                     "the exported encoder and summary.json (relative paths are fine).")
-flags.DEFINE_enum("mode", "train", ["train", "export"],
+flags.DEFINE_enum("mode", "train", ["train", "export", "plot"],
                   "train: pretrain (resuming if possible), export, evaluate. export: write the "
-                  "encoder of the latest checkpoint in --workdir to WORKDIR/encoder.")
+                  "encoder of the latest checkpoint in --workdir to WORKDIR/encoder. plot: draw "
+                  "the run's recorded metrics and analysis signals to WORKDIR/plots/*.png.")
 
 EXIT_BAD_INPUT = 2
 EXIT_PREEMPTED = 143   # 128 + SIGTERM, what schedulers expect of a terminated job
@@ -90,7 +92,11 @@ def main(argv):
   std_logging.getLogger("absl").setLevel(std_logging.WARNING)
   config = flags.FLAGS.config
   try:
-    if flags.FLAGS.mode == "export":
+    if flags.FLAGS.mode == "plot":
+      from ssl_jax import plots
+      for path in plots.write_plots(flags.FLAGS.workdir):
+        print(f"wrote {path}")
+    elif flags.FLAGS.mode == "export":
       path = train.export_latest_checkpoint(config, flags.FLAGS.workdir)
       print(f"exported the encoder to {path}")
     else:

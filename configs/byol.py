@@ -7,10 +7,22 @@ value of the official 300-epoch CIFAR-style runs we follow), weight decay 1.5e-6
 excluded from weight decay and LARS adaptation, 10 warm-up epochs, cosine decay; BYOL augmentation
 (asymmetric blur 1.0/0.1 and solarisation 0.0/0.2). The target keeps its own BN statistics.
 
+Options from the study of non-contrastive dynamics (Tian et al. 2021; defaults keep BYOL):
+  objective_config.predictor='linear'    one-layer d x d predictor without bias
+  objective_config.symmetric_predictor=True   W <- (W + W^T)/2 after each update (linear only)
+  ema.enabled=False                      tau = 0: the target is the online network of the step
+  optim.predictor_lr_multiplier / optim.predictor_weight_decay / optim.predictor_schedule
+                                         the predictor's own lr and weight decay
+  analysis_every_steps=N                 eigenspace tracking of W vs F (linear predictor only);
+                                         plot with `python main.py --mode=plot --workdir=W`
+
 Run:
   python main.py --config=configs/byol.py:digits --workdir=runs/byol_digits
   python main.py --config=configs/byol.py:imagenet --workdir=runs/byol_imagenet
   python main.py --config=configs/byol.py:digits,tiny --workdir=/tmp/byol_tiny
+  python main.py --config=configs/byol.py:digits,tiny \
+    --config.objective_config.predictor=linear --config.analysis_every_steps=20 \
+    --workdir=/tmp/byol_linear && python main.py --mode=plot --workdir=/tmp/byol_linear
 """
 
 import ml_collections
@@ -25,6 +37,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       proj_hidden_dim=4096,
       proj_dim=256,
       pred_hidden_dim=4096,
+      predictor="mlp",              # 'mlp' | 'linear'
+      symmetric_predictor=False,
+      correlation_rho=0.3,          # EMA rate of F, kept with the linear predictor
   ))
   config.augment.update(common.AUGMENTATIONS["byol"])
   config.optim.update(dict(name="lars", base_lr=0.2, weight_decay=1.5e-6, momentum=0.9,

@@ -22,7 +22,7 @@ DATASETS = {
     "digits": dict(source="digits", image_size=16, num_classes=10, train_split="train",
                    test_split="test", mean=DIGITS_MEAN, std=DIGITS_STD, stem="cifar",
                    num_train_examples=1347),
-"cifar10": dict(source="tfds", tfds_name="cifar10", image_size=32, num_classes=10,
+    "cifar10": dict(source="tfds", tfds_name="cifar10", image_size=32, num_classes=10,
                     train_split="train", test_split="test", mean=CIFAR10_MEAN, std=CIFAR10_STD,
                     stem="cifar", num_train_examples=50_000),
     "cifar100": dict(source="tfds", tfds_name="cifar100", image_size=32, num_classes=100,
@@ -109,10 +109,17 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
       nesterov=False,
       weight_decay=1e-4,
       exclude_bias_and_norm=False,   # LARS/BYOL: no weight decay or adaptation on biases and BN
+      # The predictor head (BYOL, SimSiam, ...) as its own group (Tian et al. 2021 tune it apart):
+      predictor_schedule="same",     # 'same' | 'constant' (SimSiam's fixed predictor lr)
+      predictor_lr_multiplier=1.0,   # predictor lr = this x the group's schedule
+      predictor_weight_decay=-1.0,   # < 0: same as weight_decay
   ))
   config.ema = ml_collections.ConfigDict(dict(
       tau_base=0.999,
       schedule="constant",    # 'constant' | 'cosine' (BYOL: tau -> 1 over training)
+      # False: no EMA, the target is the online network of the step (under stop-gradient), i.e.
+      # tau = 0; for objectives without a target (SimSiam), True adds an EMA target.
+      enabled=True,
   ))
 
   config.mesh = ml_collections.ConfigDict(dict(
@@ -125,6 +132,7 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 3
   config.knn_every_steps = 0          # 0: only at the end
+  config.analysis_every_steps = 0     # > 0: objective analysis records (analysis.jsonl)
   config.max_nonfinite_steps = 10     # consecutive skipped steps before the run stops
 
   config.eval = ml_collections.ConfigDict(dict(

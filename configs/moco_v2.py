@@ -33,6 +33,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       temperature=0.2,
       queue_size=65536,
       symmetric=False,
+      # With symmetric=True: 'per_view' (one queue per view) | 'shared' (the CIFAR demo's).
+      symmetric_queues="per_view",
       bn_mode="shuffle",     # 'global' | 'per_device' | 'shuffle'
       bn_groups=0,           # 0: one BN group per device along the batch
   ))

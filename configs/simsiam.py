@@ -6,10 +6,24 @@ affine), predictor 2048 -> 512 -> 2048 (bottleneck, BN in the hidden layer), los
 momentum 0.9, weight decay 1e-4, cosine schedule for everything but the predictor, whose learning
 rate stays fixed (the paper's finding). The CIFAR variant uses 2 projector layers.
 
+Options (defaults keep the paper's SimSiam):
+  objective_config.stop_gradient=False   the paper's collapse ablation (section 4.1)
+  objective_config.predictor='linear'    one-layer d x d predictor without bias (Tian et al. 2021)
+  objective_config.symmetric_predictor=True   W <- (W + W^T)/2 after each update (linear only)
+  ema.enabled=True                       an EMA target computes the stop-gradient branch
+                                         (decay ema.tau_base, 0.996 as in Tian et al.'s runs)
+  optim.predictor_lr_multiplier / optim.predictor_weight_decay / optim.predictor_schedule
+                                         the predictor's own lr and weight decay
+  analysis_every_steps=N                 eigenspace tracking of W vs F (linear predictor only);
+                                         plot with `python main.py --mode=plot --workdir=W`
+
 Run:
   python main.py --config=configs/simsiam.py:digits --workdir=runs/simsiam_digits
   python main.py --config=configs/simsiam.py:cifar10 --workdir=runs/simsiam_cifar10
   python main.py --config=configs/simsiam.py:digits,tiny --workdir=/tmp/simsiam_tiny
+  python main.py --config=configs/simsiam.py:digits,tiny \
+    --config.objective_config.predictor=linear --config.analysis_every_steps=20 \
+    --workdir=/tmp/simsiam_linear && python main.py --mode=plot --workdir=/tmp/simsiam_linear
 """
 
 import ml_collections
@@ -25,10 +39,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       proj_dim=2048,
       proj_layers=3,
       pred_hidden_dim=512,
-      fix_predictor_lr=True,
+      predictor="mlp",              # 'mlp' | 'linear'
+      symmetric_predictor=False,
+      stop_gradient=True,
+      correlation_rho=0.3,          # EMA rate of F, kept with the linear predictor
   ))
+  # SimSiam has no momentum encoder; ema.enabled=True adds one (the EMA-on option).
+  config.ema.update(dict(enabled=False, tau_base=0.996, schedule="constant"))
   config.augment.update(common.AUGMENTATIONS["moco_v2"])
-  config.optim.update(dict(name="sgd", base_lr=0.05, weight_decay=1e-4, momentum=0.9))
+  # The predictor's learning rate stays at the peak (the paper's section 4.4 and its recipe).
+  config.optim.update(dict(name="sgd", base_lr=0.05, weight_decay=1e-4, momentum=0.9,
+                           predictor_schedule="constant"))
   if config.data.image_size <= 96:
     config.objective_config.proj_layers = 2   # the paper's CIFAR variant
   if dataset == "digits":

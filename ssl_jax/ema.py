@@ -25,9 +25,14 @@ def tau_schedule(ema_config: ml_collections.ConfigDict,
   """Returns `step -> tau` for `ema_config.schedule`.
 
   'constant': tau = tau_base at every step (MoCo's m = 0.999).
+  `enabled=False`: tau = 0 at every step whatever the schedule (no EMA).
   'cosine': BYOL's schedule tau_k = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2, which starts at
   tau_base and reaches 1 at k = K = total_steps, so the target freezes as training ends.
   """
+  if not ema_config.get("enabled", True):
+    # EMA off: tau = 0 copies the online params into the target after every update, so each
+    # step's target is the online network as it was at the start of the step.
+    return lambda step: jnp.zeros([], jnp.float32)
   tau_base = float(ema_config.tau_base)
   if not 0.0 <= tau_base <= 1.0:
     raise ValueError(f"ema.tau_base must be in [0, 1], got {tau_base}")

@@ -8,12 +8,17 @@ training never depends on TensorFlow being installed.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 
 import jax
 from clu import metrics as clu_metrics
+
+# JSON-lines records in the workdir, read by the plot command (ssl_jax/plots).
+METRICS_FILE = "metrics.jsonl"     # the training metrics at every log step
+ANALYSIS_FILE = "analysis.jsonl"   # the objective's analysis records (Objective.analysis)
 
 # Metrics every objective's step reports; objectives add their own (`Objective.metric_names`).
 ENGINE_METRICS = ("loss", "learning_rate", "tau", "projection_std", "rankme", "grad_norm",
@@ -36,6 +41,38 @@ def create_writer(workdir: str, enabled: bool):
     return _ConsoleOnlyWriter()
   return metric_writers.create_default_writer(
       os.path.join(workdir, "tensorboard"), just_logging=not enabled, asynchronous=True)
+
+
+class JsonlHistory:
+  """An append-only JSON-lines record of a run ({"step": n, ...} per line), the input of the
+  plot command (`python main.py --mode=plot`) without TensorBoard or TensorFlow.
+
+  A resumed run first drops the records after its checkpoint's step: those steps are recomputed,
+  and keeping both copies would draw the curve twice."""
+
+  def __init__(self, path: str, enabled: bool):
+    self.path = path
+    self.enabled = enabled
+
+  def truncate_after(self, step: int) -> None:
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    kept = [record for record in read_jsonl(self.path) if record["step"] <= step]
+    with open(self.path, "w") as f:
+      f.writelines(json.dumps(record) + "\n" for record in kept)
+
+  def append(self, step: int, values: dict) -> None:
+    if self.enabled:
+      with open(self.path, "a") as f:
+        f.write(json.dumps({"step": int(step), **values}) + "\n")
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """The records of a `JsonlHistory` file, in file order ([] when it does not exist)."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 class _ConsoleOnlyWriter:

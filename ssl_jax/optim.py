@@ -1,10 +1,14 @@
 """Optimisers and learning-rate schedules for pretraining.
 
 `build_optimizer` returns one optax transformation for the whole online network. Parameters are
-labelled by the objective ('default' or 'constant_lr'); every group gets the same update rule and
-differs only in its learning rate: 'default' follows the warmup + cosine (or constant) schedule,
-'constant_lr' stays at the peak rate (SimSiam's fixed predictor lr). The learning rate is applied
-by one transformation holding one step count, so the groups can never drift apart in steps.
+labelled by the objective ('default' or 'predictor'); every group gets the same update rule and
+differs only in its learning rate and weight decay. 'default' follows the warmup + cosine (or
+constant) schedule; 'predictor' follows it too unless `optim.predictor_schedule = 'constant'`
+(SimSiam's fixed predictor lr: the peak rate throughout), times `optim.predictor_lr_multiplier`,
+with weight decay `optim.predictor_weight_decay` (negative: the same as `optim.weight_decay`), the
+separate predictor lr and wd of the non-contrastive dynamics study (Tian et al. 2021). The
+learning rate is applied by one transformation holding one step count, so the groups can never
+drift apart in steps.
 
 Update rules (all with decoupled lr so the group lr can be the one differing piece):
 - 'sgd': PyTorch SGD, as MoCo and SimSiam use it: weight decay is added to the gradient *before*
@@ -29,7 +33,8 @@ Schedule = Callable[[jax.Array | int], jax.Array]
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 LR_SCHEDULES = ("cosine", "constant")
-PARAM_GROUPS = ("default", "constant_lr")
+PARAM_GROUPS = ("default", "predictor")
+PREDICTOR_SCHEDULES = ("same", "constant")
 LARS_TRUST_COEFFICIENT = 1e-3   # BYOL / You et al. 2017
 
 
@@ -102,36 +107,66 @@ def _is_matrix_or_kernel(params: PyTree) -> PyTree:
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def add_group_weight_decay(decays: Mapping[str, float], param_labels: PyTree | Callable,
+                           mask: Callable[[PyTree], PyTree] | None
+                           ) -> optax.GradientTransformation:
+  """`update + decays[label] * param` per leaf (optax.add_decayed_weights with one rate per
+  parameter group); leaves where `mask(params)` is False are left alone."""
+
+  def update_fn(updates: PyTree, state, params: PyTree = None):
+    if params is None:
+      raise ValueError("weight decay needs the params: call update(grads, state, params)")
+    labels = param_labels(updates) if callable(param_labels) else param_labels
+    masked = jax.tree.map(lambda _: True, params) if mask is None else mask(params)
+    updates = jax.tree.map(
+        lambda update, param, label, on: (update + decays[label] * param
+                                          if on and decays[label] else update),
+        updates, params, labels, masked)
+    return updates, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
 def build_optimizer(optim_config: ml_collections.ConfigDict, total_steps: int,
                     steps_per_epoch: int, global_batch_size: int,
                     param_labels: PyTree | Callable[[PyTree], PyTree] | None = None
                     ) -> tuple[optax.GradientTransformation, Schedule]:
   """Returns (optimiser, default-group lr schedule).
 
-  `param_labels`: a pytree like the params with leaves 'default' / 'constant_lr' (e.g.
+  `param_labels`: a pytree like the params with leaves 'default' / 'predictor' (e.g.
   `Objective.param_labels(params)`), a function params -> such a tree, or None (all 'default').
   """
   name = optim_config.name
   if name not in OPTIMIZERS:
     raise ValueError(f"unknown optim.name {name!r}; allowed: {list(OPTIMIZERS)}")
+  predictor_schedule = optim_config.get("predictor_schedule", "same")
+  if predictor_schedule not in PREDICTOR_SCHEDULES:
+    raise ValueError(f"unknown optim.predictor_schedule {predictor_schedule!r}; allowed: "
+                     f"{list(PREDICTOR_SCHEDULES)}")
   lr_schedule = learning_rate_schedule(optim_config, total_steps, steps_per_epoch,
                                        global_batch_size)
   peak = peak_learning_rate(optim_config, global_batch_size)
-  schedules = {
-      "default": lr_schedule,
-      "constant_lr": lambda step: jnp.asarray(peak, jnp.float32),
-  }
+  predictor_multiplier = float(optim_config.get("predictor_lr_multiplier", 1.0))
+  if predictor_schedule == "constant":
+    predictor_lr = lambda step: jnp.asarray(predictor_multiplier * peak, jnp.float32)
+  else:
+    predictor_lr = lambda step: predictor_multiplier * lr_schedule(step)
+  schedules = {"default": lr_schedule, "predictor": predictor_lr}
   if param_labels is None:
     param_labels = lambda tree: jax.tree.map(lambda _: "default", tree)
   group_lr = scale_by_group_learning_rate(schedules, param_labels)
 
   weight_decay = float(optim_config.weight_decay)
+  predictor_weight_decay = float(optim_config.get("predictor_weight_decay", -1.0))
+  decays = {"default": weight_decay,
+            "predictor": weight_decay if predictor_weight_decay < 0 else predictor_weight_decay}
   exclude = bool(optim_config.exclude_bias_and_norm)
   decay_mask = _is_matrix_or_kernel if exclude else None
+  group_weight_decay = add_group_weight_decay(decays, param_labels, decay_mask)
 
   if name == "sgd":
     transform = optax.chain(
-        optax.add_decayed_weights(weight_decay, mask=decay_mask),
+        group_weight_decay,
         optax.trace(decay=float(optim_config.momentum), nesterov=bool(optim_config.nesterov)),
         group_lr,
     )
@@ -140,7 +175,7 @@ def build_optimizer(optim_config: ml_collections.ConfigDict, total_steps: int,
     # spelled out so that one shared step count drives both lr groups.
     adapt_mask = _is_matrix_or_kernel if exclude else True
     transform = optax.chain(
-        optax.add_decayed_weights(weight_decay, mask=decay_mask if exclude else True),
+        group_weight_decay,
         optax.masked(optax.scale_by_trust_ratio(trust_coefficient=LARS_TRUST_COEFFICIENT),
                      mask=adapt_mask),
         group_lr,
@@ -149,7 +184,7 @@ def build_optimizer(optim_config: ml_collections.ConfigDict, total_steps: int,
   else:   # adamw
     transform = optax.chain(
         optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8),
-        optax.add_decayed_weights(weight_decay, mask=decay_mask),
+        group_weight_decay,
         group_lr,
     )
   return transform, lr_schedule

@@ -52,11 +52,11 @@ def make_train_step(
 
     def loss_fn(params):
       return objective.loss(params, state.batch_stats, state.target_params,
-                            state.target_batch_stats, state.objective_state, views, loss_rng)
+                            state.target_batch_stats, state.objective_state, views, loss_rng, state.step)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params = objective.after_update(optax.apply_updates(state.params, updates))
     tau = tau_schedule(state.step)
     if objective.uses_target:
       target_params = ema_lib.ema_update(state.target_params, params, tau)

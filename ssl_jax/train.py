@@ -143,11 +143,12 @@ class Experiment:
                                            max_to_keep=self.config.keep_checkpoints)
 
 
-def _experiment_or_config_error(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
+def _experiment_or_config_error(config: ml_collections.ConfigDict, workdir: str,
+                                devices=None) -> Experiment:
   """Builds the experiment; a ValueError raised while doing so is a problem with the config
   (e.g. a MoCo queue that the batch does not divide) and is reported as one."""
   try:
-    return Experiment(config, workdir)
+    return Experiment(config, workdir, devices=devices)
   except config_validation.ConfigError:
     raise
   except ValueError as error:
@@ -177,13 +178,15 @@ def export_latest_checkpoint(config: ml_collections.ConfigDict, workdir: str) ->
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       stop_at_step: int | None = None, show_progress: bool = True) -> dict[str, Any]:
+                       stop_at_step: int | None = None, show_progress: bool = True,
+                       devices=None) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming if it holds checkpoints) and returns the summary.
 
   `stop_at_step` saves a checkpoint at that step and raises `Preempted`, exactly as a SIGTERM
-  would: tests use it to interrupt a run deterministically."""
+  would: tests use it to interrupt a run deterministically. `devices` (default: all) is the
+  devices the mesh spans."""
   wall_start = time.perf_counter()
-  experiment = _experiment_or_config_error(config, workdir)
+  experiment = _experiment_or_config_error(config, workdir, devices)
   mesh = experiment.mesh
   is_lead = jax.process_index() == 0
 
@@ -210,6 +213,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     writer.write_hparams({key: str(value) for key, value in _flatten(config.to_dict()).items()})
   progress = monitoring.Progress(experiment.total_steps, start_step, experiment.global_batch,
                                  enabled=show_progress)
+  metrics_history = monitoring.JsonlHistory(os.path.join(experiment.workdir, monitoring.METRICS_FILE),
+                                            enabled=is_lead)
+  analysis_history = monitoring.JsonlHistory(os.path.join(experiment.workdir, monitoring.ANALYSIS_FILE),
+                                             enabled=is_lead)
+  for history in (metrics_history, analysis_history):
+    history.truncate_after(start_step)
 
   accumulated = None
   final_loss = float("nan")
@@ -227,6 +236,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         values["images_per_second"] = progress.update(done, values["loss"])
         if is_lead:
           writer.write_scalars(done, values)
+        metrics_history.append(done, values)
         nonfinite = int(jax.device_get(state.nonfinite_steps))
         if nonfinite >= config.max_nonfinite_steps:
           checkpointer.close()
@@ -244,6 +254,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           writer.write_scalars(done, {"online_knn_top1": knn["knn_top1"]})
         progress.write(f"step {done}: online kNN top-1 {knn['knn_top1']:.4f}")
         progress.exclude_since_last_update()
+
+      if config.analysis_every_steps > 0 and done % config.analysis_every_steps == 0:
+        _record_analysis(experiment, state, done, writer, analysis_history, is_lead)
 
       stopping = signals["sigterm"] or (stop_at_step is not None and done >= stop_at_step)
       if stopping or done % config.checkpoint_every_steps == 0:
@@ -295,6 +308,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       print(results_table(summary), flush=True)
   writer.close()
   return summary
+
+
+def _record_analysis(experiment: Experiment, state, step: int, writer, history,
+                     is_lead: bool) -> None:
+  """Runs the objective's host-side analysis on the current state: the record goes to
+  analysis.jsonl, and its scalar entries to the metric writer."""
+  record = experiment.objective.analysis(*jax.device_get((state.params, state.objective_state)))
+  if not record:
+    return
+  history.append(step, record)
+  if is_lead:
+    writer.write_scalars(step, {f"analysis/{key}": value for key, value in record.items()
+                                if isinstance(value, (int, float))})
 
 
 def results_table(summary: dict[str, Any]) -> str:

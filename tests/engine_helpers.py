@@ -21,8 +21,10 @@ def small_config(objective: str, dataset: str = "digits", **overrides) -> ml_col
   config.batch_size = 32
   config.eval.at_end = False
   config.log_every_steps = 5
-  if objective == "moco_v2":
+  if "queue_size" in config.objective_config:   # the MoCo family: a queue the batch divides
     config.objective_config.queue_size = 256
+  if "start_epoch" in config.objective_config:  # MoCo + FT: mix from the first of a few steps
+    config.objective_config.start_epoch = 0
   for dotted, value in overrides.items():
     *path, key = dotted.split(".")
     node = config

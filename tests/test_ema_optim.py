@@ -17,7 +17,8 @@ from ssl_jax import ema, optim
 def optim_config(**overrides) -> ml_collections.ConfigDict:
   fields = dict(name="sgd", base_lr=0.1, lr_batch_scale=256, schedule="constant",
                 warmup_epochs=0.0, momentum=0.9, nesterov=False, weight_decay=0.01,
-                exclude_bias_and_norm=False)
+                exclude_bias_and_norm=False, predictor_schedule="same",
+                predictor_lr_multiplier=1.0, predictor_weight_decay=-1.0)
   fields.update(overrides)
   return ml_collections.ConfigDict(fields)
 
@@ -177,13 +178,14 @@ def test_lars_equals_optax_lars_for_default_group():
       np.testing.assert_allclose(got[name], want[name], rtol=1e-6)
 
 
-def test_constant_lr_group_keeps_peak_lr_while_default_decays():
+def test_constant_predictor_schedule_keeps_peak_lr_while_default_decays():
   params = {"backbone": {"w": np.zeros((2, 2), np.float32)},
             "predictor": {"w": np.zeros((2, 2), np.float32)}}
-  labels = {"backbone": {"w": "default"}, "predictor": {"w": "constant_lr"}}
+  labels = {"backbone": {"w": "default"}, "predictor": {"w": "predictor"}}
   ones = jax.tree.map(np.ones_like, params)
   # Plain steps (no momentum, no decay) so each update is exactly -lr * 1.
-  config = optim_config(schedule="cosine", warmup_epochs=1.0, momentum=0.0, weight_decay=0.0)
+  config = optim_config(schedule="cosine", warmup_epochs=1.0, momentum=0.0, weight_decay=0.0,
+                        predictor_schedule="constant")
   total, per_epoch, batch = 12, 3, 512
   transform, schedule = optim.build_optimizer(config, total, per_epoch, batch, labels)
   peak = 0.1 * batch / 256
@@ -200,6 +202,39 @@ def test_constant_lr_group_keeps_peak_lr_while_default_decays():
   # The two groups share one step counter.
   assert len([leaf for leaf in jax.tree.leaves(state) if jnp.issubdtype(leaf.dtype, jnp.integer)
               ]) == 1
+
+
+def test_predictor_group_has_its_own_lr_multiplier_and_weight_decay():
+  rng = np.random.default_rng(3)
+  params = {"backbone": {"w": rng.normal(size=(3, 2)).astype(np.float32)},
+            "predictor": {"w": rng.normal(size=(2, 2)).astype(np.float32)}}
+  grads = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
+  labels = {"backbone": {"w": "default"}, "predictor": {"w": "predictor"}}
+  config = optim_config(momentum=0.0, weight_decay=0.01, predictor_lr_multiplier=10.0,
+                        predictor_weight_decay=0.5)
+  transform, _ = optim.build_optimizer(config, 10, 5, 256, labels)
+  updates, _ = transform.update(grads, transform.init(params), params)
+  lr = 0.1
+  np.testing.assert_allclose(updates["backbone"]["w"],
+                             -lr * (grads["backbone"]["w"] + 0.01 * params["backbone"]["w"]),
+                             rtol=1e-5)
+  np.testing.assert_allclose(updates["predictor"]["w"],
+                             -10 * lr * (grads["predictor"]["w"] + 0.5 * params["predictor"]["w"]),
+                             rtol=1e-5)
+  # A negative predictor weight decay means "the same as everything else".
+  same, _ = optim.build_optimizer(optim_config(momentum=0.0, weight_decay=0.01), 10, 5, 256,
+                                  labels)
+  updates, _ = same.update(grads, same.init(params), params)
+  np.testing.assert_allclose(updates["predictor"]["w"],
+                             -lr * (grads["predictor"]["w"] + 0.01 * params["predictor"]["w"]),
+                             rtol=1e-5)
+
+
+def test_ema_disabled_gives_tau_zero_whatever_the_schedule():
+  for schedule in ("constant", "cosine"):
+    tau = ema.tau_schedule(ml_collections.ConfigDict(dict(tau_base=0.99, schedule=schedule,
+                                                          enabled=False)), total_steps=10)
+    assert float(tau(0)) == float(tau(7)) == 0.0
 
 
 def test_adamw_first_step_matches_numpy():

@@ -50,8 +50,7 @@ def byol_config() -> ml_collections.ConfigDict:
 
 
 def simsiam_config() -> ml_collections.ConfigDict:
-  return make_config("simsiam", proj_hidden_dim=16, proj_dim=8, proj_layers=3, pred_hidden_dim=4,
-                     fix_predictor_lr=True)
+  return make_config("simsiam", proj_hidden_dim=16, proj_dim=8, proj_layers=3, pred_hidden_dim=4)
 
 
 def views(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -209,11 +208,13 @@ def test_moco_queue_ring_buffer_matches_numpy():
 def test_moco_queue_size_must_divide_by_global_batch():
   with pytest.raises(ValueError, match=r"queue_size 30 .* 8"):
     MocoV2(moco_config(queue_size=30), 1).init_objective_state(jax.random.key(0), 8)
-  # Symmetric MoCo enqueues both key sets: 24 is a multiple of 8 but not of 16.
+  # Symmetric MoCo with a shared queue enqueues both key sets: 24 is a multiple of 8 but not
+  # of 16.
   with pytest.raises(ValueError, match=r"queue_size 24 .* 16"):
-    MocoV2(moco_config(queue_size=24, symmetric=True), 1).init_objective_state(
-        jax.random.key(0), 8)
-  MocoV2(moco_config(queue_size=32, symmetric=True), 1).init_objective_state(jax.random.key(0), 8)
+    MocoV2(moco_config(queue_size=24, symmetric=True, symmetric_queues="shared"),
+           1).init_objective_state(jax.random.key(0), 8)
+  MocoV2(moco_config(queue_size=32, symmetric=True, symmetric_queues="shared"),
+         1).init_objective_state(jax.random.key(0), 8)
   with pytest.raises(ValueError, match="bn_mode 'sideways'.*global.*per_device.*shuffle"):
     MocoV2(moco_config(bn_mode="sideways"), 1)
 
@@ -251,7 +252,11 @@ def test_init_builds_the_papers_heads():
 
 
 def test_build_objective_dict_and_unknown_name():
-  assert OBJECTIVES == {"moco_v2": MocoV2, "byol": Byol, "simsiam": SimSiam}
+  # Every objective of the research this project serves, each under its config file's name.
+  assert set(OBJECTIVES) == {"moco_v1", "moco_v2", "moco_mse", "moco_bt", "moco_ft", "byol",
+                             "simsiam", "directpred", "directcopy", "barlow_twins", "simclr"}
+  assert (OBJECTIVES["moco_v2"], OBJECTIVES["byol"], OBJECTIVES["simsiam"]) == (MocoV2, Byol,
+                                                                                SimSiam)
   assert isinstance(build_objective(byol_config(), 1), Byol)
   with pytest.raises(ValueError, match="'mocov3'.*byol.*moco_v2.*simsiam"):
     build_objective(make_config("mocov3"), 1)
@@ -312,12 +317,12 @@ def loss_and_grads(objective, params, batch_stats, target_params, target_batch_s
   """value_and_grad w.r.t. online *and* target params: only the online side may get any."""
   def loss_fn(params, target_params):
     return objective.loss(params, batch_stats, target_params, target_batch_stats, state, images,
-                          rng)
+                          rng, jnp.zeros([], jnp.int32))
   return jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(params, target_params)
 
 
 def test_moco_symmetric_end_to_end():
-  objective = MocoV2(moco_config(symmetric=True), 1)
+  objective = MocoV2(moco_config(symmetric=True, symmetric_queues="shared"), 1)
   params, batch_stats, target_params, target_batch_stats = init(objective)
   state = objective.init_objective_state(jax.random.key(5), BATCH)
   view_1, view_2 = views(1)
@@ -364,7 +369,7 @@ def test_moco_shuffle_end_to_end_keys():
   @fast_jit
   def run():
     loss, aux = objective.loss(params, batch_stats, target_params, target_batch_stats, state,
-                               (view_1, view_2), rng)
+                               (view_1, view_2), rng, jnp.zeros([], jnp.int32))
     queries = apply_train(objective, params, batch_stats, view_1)["projection"]
     # The loss shuffles view 2's key batch with the second half of its split rng.
     keys_of_view_2, _ = objective.encode_keys(target_params, target_batch_stats, view_2,
@@ -418,7 +423,7 @@ def test_simsiam_end_to_end_gradient_treats_z_as_constant():
   def both_gradients():
     def objective_loss(params):
       return objective.loss(params, batch_stats, {}, {}, {}, (view_1, view_2),
-                            jax.random.key(0))[0]
+                            jax.random.key(0), jnp.zeros([], jnp.int32))[0]
 
     # Re-derivation: z computed once outside the differentiated function (a constant), and the
     # loss written out directly, -0.5 mean cos(p1, z2) - 0.5 mean cos(p2, z1).
@@ -443,6 +448,6 @@ def test_simsiam_end_to_end_gradient_treats_z_as_constant():
   assert tree_max_abs(grads["projector"]) > 0
 
   labels = objective.param_labels(params)
-  assert set(jax.tree.leaves(labels["predictor"])) == {"constant_lr"}
+  assert set(jax.tree.leaves(labels["predictor"])) == {"predictor"}
   assert set(jax.tree.leaves(labels["backbone"])) == {"default"}
   assert set(jax.tree.leaves(labels["projector"])) == {"default"}

@@ -1,48 +1,81 @@
 """The tiny job of every objective, end to end on digits: it learns (kNN clearly above the same
-encoder at random init), writes what it promises, and its exported encoder reloads exactly."""
+encoder at random init), writes what it promises, and its exported encoder reloads exactly.
+
+Each objective's `digits,tiny` config runs here in full (train, kNN, export, summary.json), which
+is also the "every config runs" check. The default objective runs on all 8 devices with the
+linear probe; the others run on one device with kNN only, to keep the suite within its budget
+(8-vs-1-device agreement of every objective is tested in test_sharded_vs_single.py).
+"""
 
 import importlib
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
 import ssl_jax
 from ssl_jax import checkpointing, train
+from ssl_jax.objectives import OBJECTIVES
 
-OBJECTIVES = ["moco_v2", "byol", "simsiam"]
+DEFAULT_OBJECTIVE = "moco_v2"
 # What the trained encoder must gain over the same weights at random init (with BatchNorm
 # statistics measured on the training images, like the trained encoder's), on the 450 test digits.
 MIN_KNN_GAIN = 0.03
 MIN_LINEAR_GAIN = 0.05
 
 
-@pytest.fixture(scope="module", params=OBJECTIVES)
-def tiny_run(request, tmp_path_factory):
-  objective = request.param
+# SimSiam's tiny run lifts the linear probe clearly but kNN only by ~0.02 (0.884 vs 0.867,
+# measured): for it the test asserts the linear gain, and the kNN shortfall is open work.
+LINEAR_PROBE_EVIDENCE = ("simsiam",)
+
+# Each objective's tests share one tiny run, cached per process: under `pytest -n` the xdist group
+# sends all of an objective's tests to one worker, which may interleave them with other groups'
+# (a module-scoped parametrised fixture would then be torn down and rerun).
+TINY_RUNS = pytest.mark.parametrize(
+    "objective", [pytest.param(name, marks=pytest.mark.xdist_group(f"tiny_{name}"))
+                  for name in sorted(OBJECTIVES)])
+_RUNS: dict[str, tuple] = {}
+
+
+@pytest.fixture
+def tiny_run(objective, tmp_path_factory):
+  if objective not in _RUNS:
+    _RUNS[objective] = _run_tiny_job(objective, tmp_path_factory)
+  return _RUNS[objective]
+
+
+def _run_tiny_job(objective, tmp_path_factory):
   config = importlib.import_module(f"configs.{objective}").get_config("digits,tiny")
+  devices = jax.devices()
+  if objective != DEFAULT_OBJECTIVE:
+    config.eval.linear_probe = objective in LINEAR_PROBE_EVIDENCE
+    devices = devices[:1]
   workdir = str(tmp_path_factory.mktemp(f"tiny_{objective}"))
-  summary = train.train_and_evaluate(config, workdir, show_progress=False)
+  summary = train.train_and_evaluate(config, workdir, show_progress=False, devices=devices)
   return objective, config, workdir, summary
 
 
+@TINY_RUNS
 def test_tiny_job_learns_beyond_random_init(tiny_run):
   objective, _, _, summary = tiny_run
   trained = summary["eval"]["trained"]
   random_weights = summary["eval"]["random_init_data_bn"]
-  assert trained["linear_top1"] >= random_weights["linear_top1"] + MIN_LINEAR_GAIN, (
-      objective, trained, random_weights)
-  if objective == "moco_v2":
-    assert trained["knn_top1"] >= random_weights["knn_top1"] + MIN_KNN_GAIN
+  if objective in LINEAR_PROBE_EVIDENCE:
+    assert trained["linear_top1"] >= random_weights["linear_top1"] + MIN_LINEAR_GAIN, (
+        objective, trained, random_weights)
+  else:
+    assert trained["knn_top1"] >= random_weights["knn_top1"] + MIN_KNN_GAIN, (
+        objective, trained, random_weights)
+  if objective == DEFAULT_OBJECTIVE:
+    assert trained["linear_top1"] >= random_weights["linear_top1"] + MIN_LINEAR_GAIN
     # MoCo also beats the literal initial encoder, whose identity BatchNorms make it an
     # unnormalised random conv net that is unusually good on digits (0.88 kNN).
     assert trained["knn_top1"] >= summary["eval"]["random_init"]["knn_top1"] + MIN_KNN_GAIN
-  # BYOL and SimSiam do not yet lift kNN clearly in the tiny budget (measured on 8 devices:
-  # BYOL 0.700 vs 0.702, SimSiam 0.862 vs 0.867); their gain shows in the linear probe only.
-  # Raising their kNN is open work, recorded in the foundation issue's note.
 
 
+@TINY_RUNS
 def test_tiny_job_writes_summary_events_checkpoints_and_encoder(tiny_run):
   objective, config, workdir, summary = tiny_run
   on_disk = json.load(open(os.path.join(workdir, "summary.json")))
@@ -50,8 +83,11 @@ def test_tiny_job_writes_summary_events_checkpoints_and_encoder(tiny_run):
   assert on_disk["steps"] == config.num_steps
   assert np.isfinite(on_disk["final_loss"]) and on_disk["images_per_second"] > 0
   assert on_disk["wall_time_seconds"] > 0
+  metrics = ("knn_top1", "knn_top1_k20", "knn_top1_k200")
+  if config.eval.linear_probe:
+    metrics += ("linear_top1",)
   for encoder in ("trained", "random_init", "random_init_data_bn"):
-    for key in ("knn_top1", "knn_top1_k20", "knn_top1_k200", "linear_top1"):
+    for key in metrics:
       assert 0.0 <= on_disk["eval"][encoder][key] <= 1.0
   events = os.listdir(os.path.join(workdir, "tensorboard"))
   assert any(name.startswith("events.out.tfevents") for name in events)
@@ -59,6 +95,7 @@ def test_tiny_job_writes_summary_events_checkpoints_and_encoder(tiny_run):
   assert os.path.exists(os.path.join(workdir, "encoder", "encoder.json"))
 
 
+@TINY_RUNS
 def test_exported_encoder_reproduces_the_trained_encoder_exactly(tiny_run):
   _, config, workdir, _ = tiny_run
   experiment = train.Experiment(config)
@@ -86,6 +123,7 @@ def test_load_encoder_names_a_missing_directory(tmp_path):
     ssl_jax.load_encoder(str(tmp_path))
 
 
+@TINY_RUNS
 def test_export_mode_rewrites_the_encoder_from_the_latest_checkpoint(tiny_run):
   _, config, workdir, _ = tiny_run
   encoder_dir = os.path.join(workdir, "encoder")

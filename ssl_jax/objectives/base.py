@@ -71,17 +71,36 @@ class Objective(abc.ABC):
       objective_state: PyTree,
       views: tuple[jax.Array, ...],
       rng: jax.Array,
+      step: jax.Array,
   ) -> tuple[jax.Array, LossOutput]:
-    """Scalar loss (differentiated w.r.t. `params`) and the auxiliary outputs."""
+    """Scalar loss (differentiated w.r.t. `params`) and the auxiliary outputs.
+
+    `step` is the int32 count of steps taken before this one (for schedules inside objectives,
+    e.g. FT's start epoch or DirectPred's update frequency)."""
 
   def update_objective_state(self, objective_state: PyTree, extras: dict[str, jax.Array]) -> PyTree:
     """Post-update hook, run after the optimiser step (e.g. enqueue MoCo keys)."""
     del extras
     return objective_state
 
+  def after_update(self, params: PyTree) -> PyTree:
+    """Post-optimiser hook on the online params (e.g. symmetrising a linear predictor); runs
+    inside the step before the EMA update. Identity by default."""
+    return params
+
   def param_labels(self, params: PyTree) -> PyTree:
-    """Optimiser group of each parameter leaf: 'default' or 'constant_lr' (SimSiam's predictor)."""
-    return jax.tree.map(lambda _: "default", params)
+    """Optimiser group of each parameter leaf: 'predictor' for the predictor head (its learning
+    rate and weight decay can be set apart, `config.optim.predictor_*`), 'default' otherwise."""
+    return {group: jax.tree.map(lambda _, group=group: ("predictor" if group == "predictor"
+                                                        else "default"), subtree)
+            for group, subtree in params.items()}
+
+  def analysis(self, params: PyTree, objective_state: PyTree) -> dict[str, Any]:
+    """Host-side analysis record (numpy in, JSON-able values out), written every
+    `config.analysis_every_steps` steps to WORKDIR/analysis.jsonl; `{}` when there is none
+    (e.g. the predictor eigenspace tracking of the non-contrastive objectives)."""
+    del params, objective_state
+    return {}
 
   def encoder_variables(self, params: PyTree, batch_stats: PyTree) -> dict[str, PyTree]:
     """The backbone's variables, as exported for evaluation."""

@@ -10,6 +10,12 @@ Loss, as the official code (which sums both directions rather than averaging the
   mean over the batch of [2 - 2 cos(p1, sg(z2')) + 2 - 2 cos(p2, sg(z1'))],
 with p the online predictions and z' the target projections. The EMA decay follows the cosine
 schedule in `ssl_jax/ema.py` (config.ema.schedule = 'cosine').
+
+Options from the study of non-contrastive dynamics (Tian et al. 2021; ssl_jax/objectives/
+predictor_options.py): `objective_config.predictor` = 'mlp' (default) | 'linear',
+`objective_config.symmetric_predictor`, eigenspace tracking (`config.analysis_every_steps`), and,
+in the engine, `config.ema.enabled = False` (tau = 0: the target is the online network of the
+step, under stop-gradient) and the predictor's own lr / weight decay (`config.optim.predictor_*`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import ml_collections
 from ssl_jax import losses
 from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_backbone
 from ssl_jax.objectives.base import LossOutput, Objective, PyTree
+from ssl_jax.objectives.predictor_options import PredictorOptions
 
 
 def regression_loss(predictions: jax.Array, targets: jax.Array) -> jax.Array:
@@ -44,19 +51,25 @@ class Byol(Objective):
   def __init__(self, config: ml_collections.ConfigDict, num_batch_shards: int):
     super().__init__(config, num_batch_shards)
     objective_config = config.objective_config
-    proj_dim = int(objective_config.proj_dim)
+    self.proj_dim = int(objective_config.proj_dim)
     # Global-batch BN everywhere: the official code uses cross-replica BN (bn_groups = 1).
     backbone = build_backbone(config.model, bn_groups=1)   # also validates config.model.dtype
-    dtype = COMPUTE_DTYPES[config.model.dtype]
+    self.dtype = COMPUTE_DTYPES[config.model.dtype]
     self.network = SSLNetwork(
         backbone=backbone,
-        projector=MLP(hidden_dims=(int(objective_config.proj_hidden_dim),), out_dim=proj_dim,
+        projector=MLP(hidden_dims=(int(objective_config.proj_hidden_dim),), out_dim=self.proj_dim,
                       hidden_bias=True, hidden_bn=True, out_bias=True, out_bn="none",
-                      dtype=dtype),
-        predictor=MLP(hidden_dims=(int(objective_config.pred_hidden_dim),), out_dim=proj_dim,
-                      hidden_bias=True, hidden_bn=True, out_bias=True, out_bn="none",
-                      dtype=dtype),
+                      dtype=self.dtype),
+        predictor=self._build_predictor(objective_config),
     )
+
+  def _build_predictor(self, objective_config: ml_collections.ConfigDict) -> MLP | None:
+    """Builds the online predictor head and what it needs (BYOL: its options). DirectPred
+    overrides this: its predictor is set from F, not learned, so the network has none."""
+    self.predictor_options = PredictorOptions(self.config, "BYOL")
+    return self.predictor_options.head(
+        MLP(hidden_dims=(int(objective_config.pred_hidden_dim),), out_dim=self.proj_dim,
+            hidden_bias=True, hidden_bn=True, out_bias=True, out_bn="none", dtype=self.dtype))
 
   def init(self, rng: jax.Array, image_shape: tuple[int, int, int]) -> tuple[PyTree, PyTree]:
     variables = self.network.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
@@ -69,12 +82,16 @@ class Byol(Objective):
         use_predictor=use_predictor, mutable=["batch_stats"])
     return outputs, mutated["batch_stats"]
 
-  def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
-           target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
-           rng: jax.Array) -> tuple[jax.Array, LossOutput]:
-    del objective_state, rng
+  def init_objective_state(self, rng: jax.Array, global_batch_size: int) -> PyTree:
+    del rng, global_batch_size
+    return self.predictor_options.init_state()
+
+  def forward_views(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
+                    target_batch_stats: PyTree, views: tuple[jax.Array, ...]):
+    """Online and target outputs for both views: ((online_1, online_2), (target_1, target_2),
+    batch_stats, target_batch_stats). Also used by DirectPred, which shares BYOL's networks."""
     if len(views) < 2:
-      raise ValueError(f"BYOL needs 2 views per image, got {len(views)}")
+      raise ValueError(f"{type(self).__name__} needs 2 views per image, got {len(views)}")
     view_1, view_2 = views[0], views[1]
     online_1, batch_stats = self._forward(params, batch_stats, view_1, use_predictor=True)
     online_2, batch_stats = self._forward(params, batch_stats, view_2, use_predictor=True)
@@ -83,12 +100,31 @@ class Byol(Objective):
                                                  use_predictor=False)
     target_2, target_batch_stats = self._forward(target_params, target_batch_stats, view_2,
                                                  use_predictor=False)
+    return (online_1, online_2), (target_1, target_2), batch_stats, target_batch_stats
+
+  def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
+           target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
+           rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossOutput]:
+    del rng, step
+    (online_1, online_2), (target_1, target_2), batch_stats, target_batch_stats = (
+        self.forward_views(params, batch_stats, target_params, target_batch_stats, views))
     loss = byol_loss(online_1["prediction"], online_2["prediction"],
                      target_1["projection"], target_2["projection"])
     return loss, LossOutput(
         batch_stats=batch_stats,
         target_batch_stats=target_batch_stats,
         projections=online_1["projection"].astype(jnp.float32),
-        extras={},
+        extras=self.predictor_options.loss_extras(
+            objective_state, (online_1["projection"], online_2["projection"])),
         metrics={},
     )
+
+  def update_objective_state(self, objective_state: PyTree,
+                             extras: dict[str, jax.Array]) -> PyTree:
+    return self.predictor_options.update_state(objective_state, extras)
+
+  def after_update(self, params: PyTree) -> PyTree:
+    return self.predictor_options.symmetrize(params)
+
+  def analysis(self, params: PyTree, objective_state: PyTree) -> dict:
+    return self.predictor_options.analysis(params, objective_state)

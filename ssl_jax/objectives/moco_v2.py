@@ -17,10 +17,18 @@ BatchNorm modes (`objective_config.bn_mode`), following the MoCo v1 paper and co
   the pretext task through intra-batch BN communication (MoCo v1, section 3.3).
 Groups: `objective_config.bn_groups` when > 0, else `num_batch_shards` (one group per device).
 
-`objective_config.symmetric`: loss = 0.5 * (ctr(q1, k2) + ctr(q2, k1)) and both key sets are
-enqueued (view 1's keys first), as the symmetrised MoCo of the official CIFAR demo. The demo sums
-the two directions; averaging keeps the loss on the scale of the asymmetric one, so the same
-learning rate applies to both settings (summing would double the gradient).
+`objective_config.symmetric`: loss = 0.5 * (ctr(q1, k2) + ctr(q2, k1)). The official CIFAR demo
+sums the two directions; averaging keeps the loss on the scale of the asymmetric one, so the same
+learning rate applies to both settings (summing would double the gradient). Where the negatives
+come from is `objective_config.symmetric_queues`:
+- 'per_view' (default, "one queue per view" as asked of the symmetric variant): two queues of
+  `queue_size` keys, 'queue' of earlier view-1 keys and 'queue_2' of earlier view-2 keys, sharing
+  'queue_ptr'. The q1-vs-k2 direction, whose positive is a view-2 key, takes its negatives from
+  the view-2 queue, and q2-vs-k1 from the view-1 queue, so positive and negatives of each
+  direction come from the same augmentation stream.
+- 'shared': one queue that receives both key sets (view 1's keys first) and serves both
+  directions, as the symmetrised MoCo of the official CIFAR demo (colab/moco_cifar10_demo).
+The asymmetric mode keeps exactly the state {'queue', 'queue_ptr'}.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_backbone
 from ssl_jax.objectives.base import LossOutput, Objective, PyTree
 
 BN_MODES = ("global", "per_device", "shuffle")
+SYMMETRIC_QUEUES = ("per_view", "shared")
 
 
 def contrastive_loss(queries: jax.Array, keys: jax.Array, queue: jax.Array,
@@ -46,10 +55,17 @@ def contrastive_loss(queries: jax.Array, keys: jax.Array, queue: jax.Array,
 
 
 def symmetric_contrastive_loss(queries_1: jax.Array, queries_2: jax.Array, keys_1: jax.Array,
-                               keys_2: jax.Array, queue: jax.Array,
-                               temperature: float) -> tuple[jax.Array, jax.Array]:
-  """0.5 * (ctr(q1, k2) + ctr(q2, k1)); the accuracy is the mean of the two directions."""
-  loss_12, accuracy_12 = contrastive_loss(queries_1, keys_2, queue, temperature)
+                               keys_2: jax.Array, queue: jax.Array, temperature: float,
+                               queue_of_view_2_keys: jax.Array | None = None,
+                               ) -> tuple[jax.Array, jax.Array]:
+  """0.5 * (ctr(q1, k2) + ctr(q2, k1)); the accuracy is the mean of the two directions.
+
+  With one queue per view, `queue` holds earlier view-1 keys (negatives of q2 vs k1) and
+  `queue_of_view_2_keys` earlier view-2 keys (negatives of q1 vs k2); when it is None, `queue`
+  serves both directions (the shared queue)."""
+  if queue_of_view_2_keys is None:
+    queue_of_view_2_keys = queue
+  loss_12, accuracy_12 = contrastive_loss(queries_1, keys_2, queue_of_view_2_keys, temperature)
   loss_21, accuracy_21 = contrastive_loss(queries_2, keys_1, queue, temperature)
   return 0.5 * (loss_12 + loss_21), 0.5 * (accuracy_12 + accuracy_21)
 
@@ -96,6 +112,12 @@ class MocoV2(Objective):
     self.queue_size = int(objective_config.queue_size)
     self.proj_dim = int(objective_config.proj_dim)
     self.symmetric = bool(objective_config.symmetric)
+    # .get: configs written before the option existed keep working (with the default).
+    self.symmetric_queues = objective_config.get("symmetric_queues", "per_view")
+    if self.symmetric_queues not in SYMMETRIC_QUEUES:
+      raise ValueError(f"unknown MoCo symmetric_queues {self.symmetric_queues!r}; allowed: "
+                       f"{list(SYMMETRIC_QUEUES)}")
+    self.queue_per_view = self.symmetric and self.symmetric_queues == "per_view"
     self.bn_mode = objective_config.bn_mode
     if self.bn_mode not in BN_MODES:
       raise ValueError(f"unknown MoCo bn_mode {self.bn_mode!r}; allowed: {list(BN_MODES)}")
@@ -108,11 +130,15 @@ class MocoV2(Objective):
     # (applied with the online or the target variables).
     self.network = SSLNetwork(
         backbone=build_backbone(config.model, bn_groups=self.bn_groups),
-        projector=MLP(hidden_dims=(int(objective_config.proj_hidden_dim),),
-                      out_dim=self.proj_dim, hidden_bias=True, hidden_bn=False, out_bias=True,
-                      out_bn="none", bn_groups=self.bn_groups,
-                      dtype=COMPUTE_DTYPES[config.model.dtype]),
+        projector=self.build_projector(objective_config, COMPUTE_DTYPES[config.model.dtype]),
     )
+
+  def build_projector(self, objective_config: ml_collections.ConfigDict, dtype) -> MLP:
+    """MoCo v2's head: Linear(D, proj_hidden_dim) -> ReLU -> Linear(-, proj_dim), no BN.
+    (MoCo v1 overrides this with its single Linear.)"""
+    return MLP(hidden_dims=(int(objective_config.proj_hidden_dim),), out_dim=self.proj_dim,
+               hidden_bias=True, hidden_bn=False, out_bias=True, out_bn="none",
+               bn_groups=self.bn_groups, dtype=dtype)
 
   def init(self, rng: jax.Array, image_shape: tuple[int, int, int]) -> tuple[PyTree, PyTree]:
     # Eval mode: one dummy image creates every variable without BN's batch-size constraints.
@@ -120,9 +146,12 @@ class MocoV2(Objective):
     return variables["params"], variables["batch_stats"]
 
   def init_objective_state(self, rng: jax.Array, global_batch_size: int) -> PyTree:
-    keys_per_step = global_batch_size * (2 if self.symmetric else 1)
+    # Each step writes N keys into every queue: 2N into the shared queue of the symmetric mode.
+    shared_symmetric = self.symmetric and not self.queue_per_view
+    keys_per_step = global_batch_size * (2 if shared_symmetric else 1)
     if self.queue_size % keys_per_step:
-      what = "2 x global batch size (symmetric)" if self.symmetric else "global batch size"
+      what = ("2 x global batch size (symmetric, shared queue)" if shared_symmetric
+              else "global batch size")
       raise ValueError(f"MoCo queue_size {self.queue_size} is not a multiple of the {what} "
                        f"{keys_per_step}")
     if global_batch_size % self.bn_groups:
@@ -131,13 +160,18 @@ class MocoV2(Objective):
     # Random unit vectors, as the official code's normalised randn queue: until real keys replace
     # them they act as uninformative negatives.
     queue = losses.l2_normalize(jax.random.normal(rng, (self.queue_size, self.proj_dim)))
-    return {"queue": queue, "queue_ptr": jnp.zeros([], jnp.int32)}
+    state = {"queue": queue, "queue_ptr": jnp.zeros([], jnp.int32)}
+    if self.queue_per_view:
+      state["queue_2"] = losses.l2_normalize(
+          jax.random.normal(jax.random.fold_in(rng, 2), (self.queue_size, self.proj_dim)))
+    return state
 
-  def encode_keys(self, target_params: PyTree, target_batch_stats: PyTree, images: jax.Array,
-                  rng: jax.Array) -> tuple[jax.Array, PyTree]:
-    """Key encoder forward (train-mode BN, updating its own statistics): normalised keys in the
-    input's sample order, without gradient. In 'shuffle' mode the batch is permuted with
-    `shuffle_permutation(rng, N)` before the forward and un-permuted after."""
+  def key_forward(self, target_params: PyTree, target_batch_stats: PyTree, images: jax.Array,
+                  rng: jax.Array) -> tuple[dict, PyTree]:
+    """Key encoder forward (train-mode BN, updating its own statistics): all of the network's
+    outputs ('projection', 'pooled', 'stages') in the input's sample order, without gradient.
+    In 'shuffle' mode the batch is permuted with `shuffle_permutation(rng, N)` before the
+    forward and every output is un-permuted after (outputs nobody reads cost nothing under jit)."""
     shuffle = self.bn_mode == "shuffle"
     if shuffle:
       permutation, inverse = shuffle_permutation(rng, images.shape[0])
@@ -145,10 +179,15 @@ class MocoV2(Objective):
     outputs, mutated = self.network.apply(
         {"params": target_params, "batch_stats": target_batch_stats}, images, train=True,
         mutable=["batch_stats"])
-    keys = losses.l2_normalize(outputs["projection"])
     if shuffle:
-      keys = gather_rows(keys, inverse)
-    return jax.lax.stop_gradient(keys), mutated["batch_stats"]
+      outputs = jax.tree.map(lambda x: gather_rows(x, inverse), outputs)
+    return jax.lax.stop_gradient(outputs), mutated["batch_stats"]
+
+  def encode_keys(self, target_params: PyTree, target_batch_stats: PyTree, images: jax.Array,
+                  rng: jax.Array) -> tuple[jax.Array, PyTree]:
+    """Normalised keys of `key_forward`, in the input's sample order, without gradient."""
+    outputs, target_batch_stats = self.key_forward(target_params, target_batch_stats, images, rng)
+    return losses.l2_normalize(outputs["projection"]), target_batch_stats
 
   def _encode_queries(self, params: PyTree, batch_stats: PyTree,
                       images: jax.Array) -> tuple[jax.Array, PyTree]:
@@ -159,7 +198,8 @@ class MocoV2(Objective):
 
   def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
            target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
-           rng: jax.Array) -> tuple[jax.Array, LossOutput]:
+           rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossOutput]:
+    del step
     if len(views) < 2:
       raise ValueError(f"MoCo needs 2 views per image, got {len(views)}")
     view_1, view_2 = views[0], views[1]
@@ -173,22 +213,34 @@ class MocoV2(Objective):
       queries_2, batch_stats = self._encode_queries(params, batch_stats, view_2)
       keys_1, target_batch_stats = self.encode_keys(target_params, target_batch_stats, view_1,
                                                     shuffle_rng_1)
-      loss, accuracy = symmetric_contrastive_loss(queries_1, queries_2, keys_1, keys_2, queue,
-                                                  self.temperature)
-      new_keys = jnp.concatenate([keys_1, keys_2], axis=0)
+      if self.queue_per_view:
+        loss, accuracy = symmetric_contrastive_loss(
+            queries_1, queries_2, keys_1, keys_2, queue, self.temperature,
+            queue_of_view_2_keys=objective_state["queue_2"])
+        new_keys = {"keys": keys_1, "keys_2": keys_2}
+      else:
+        loss, accuracy = symmetric_contrastive_loss(queries_1, queries_2, keys_1, keys_2, queue,
+                                                    self.temperature)
+        new_keys = {"keys": jnp.concatenate([keys_1, keys_2], axis=0)}
     else:
       loss, accuracy = contrastive_loss(queries_1, keys_2, queue, self.temperature)
-      new_keys = keys_2
+      new_keys = {"keys": keys_2}
 
     return loss, LossOutput(
         batch_stats=batch_stats,
         target_batch_stats=target_batch_stats,
         projections=queries_1.astype(jnp.float32),
-        extras={"keys": new_keys},
+        extras=new_keys,
         metrics={"contrastive_acc": accuracy},
     )
 
   def update_objective_state(self, objective_state: PyTree, extras: dict[str, jax.Array]) -> PyTree:
+    """Enqueues extras['keys'] (and, with one queue per view, extras['keys_2'] into 'queue_2' at
+    the same pointer: both queues advance in step)."""
     queue, queue_ptr = enqueue(objective_state["queue"], objective_state["queue_ptr"],
                                extras["keys"])
-    return {"queue": queue, "queue_ptr": queue_ptr}
+    new_state = {"queue": queue, "queue_ptr": queue_ptr}
+    if "queue_2" in objective_state:
+      new_state["queue_2"], _ = enqueue(objective_state["queue_2"], objective_state["queue_ptr"],
+                                        extras["keys_2"])
+    return new_state
