@@ -120,21 +120,15 @@ class BarlowTwins(Objective):
       return super().param_labels(params)
     return jax.tree.map(lambda leaf: "predictor" if len(leaf.shape) == 1 else "default", params)
 
-  def _embed(self, params: PyTree, batch_stats: PyTree,
-             images: jax.Array) -> tuple[jax.Array, PyTree]:
-    outputs, mutated = self.network.apply(
-        {"params": params, "batch_stats": batch_stats}, images, train=True,
-        mutable=["batch_stats"])
-    return outputs["projection"], mutated["batch_stats"]
-
   def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
            target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
            rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossOutput]:
     del target_params, target_batch_stats, objective_state, rng, step
     if len(views) < 2:
       raise ValueError(f"Barlow Twins needs 2 views per image, got {len(views)}")
-    z1, batch_stats = self._embed(params, batch_stats, views[0])
-    z2, batch_stats = self._embed(params, batch_stats, views[1])
+    outputs_1, batch_stats = self.train_forward(params, batch_stats, views[0])
+    outputs_2, batch_stats = self.train_forward(params, batch_stats, views[1])
+    z1, z2 = outputs_1["projection"], outputs_2["projection"]
     loss, on_diagonal, off_diagonal = barlow_twins_loss(z1, z2, self.lambda_offdiag)
     return loss, LossOutput(
         batch_stats=batch_stats,

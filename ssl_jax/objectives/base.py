@@ -78,6 +78,16 @@ class Objective(abc.ABC):
     `step` is the int32 count of steps taken before this one (for schedules inside objectives,
     e.g. FT's start epoch or DirectPred's update frequency)."""
 
+  def train_forward(self, params: PyTree, batch_stats: PyTree, images: jax.Array,
+                    **kwargs) -> tuple[dict[str, jax.Array], PyTree]:
+    """`self.network` in training mode (BatchNorm on the batch's statistics): its outputs and
+    the BN statistics that forward leaves behind. `kwargs` go to the network's call (e.g.
+    `use_predictor=False` for a target without predictor)."""
+    outputs, mutated = self.network.apply(
+        {"params": params, "batch_stats": batch_stats}, images, train=True,
+        mutable=["batch_stats"], **kwargs)
+    return outputs, mutated["batch_stats"]
+
   def update_objective_state(self, objective_state: PyTree, extras: dict[str, jax.Array]) -> PyTree:
     """Post-update hook, run after the optimiser step (e.g. enqueue MoCo keys)."""
     del extras

@@ -75,13 +75,6 @@ class Byol(Objective):
     variables = self.network.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
     return variables["params"], variables["batch_stats"]
 
-  def _forward(self, params: PyTree, batch_stats: PyTree, images: jax.Array,
-               use_predictor: bool) -> tuple[dict[str, jax.Array], PyTree]:
-    outputs, mutated = self.network.apply(
-        {"params": params, "batch_stats": batch_stats}, images, train=True,
-        use_predictor=use_predictor, mutable=["batch_stats"])
-    return outputs, mutated["batch_stats"]
-
   def init_objective_state(self, rng: jax.Array, global_batch_size: int) -> PyTree:
     del rng, global_batch_size
     return self.predictor_options.init_state()
@@ -93,12 +86,12 @@ class Byol(Objective):
     if len(views) < 2:
       raise ValueError(f"{type(self).__name__} needs 2 views per image, got {len(views)}")
     view_1, view_2 = views[0], views[1]
-    online_1, batch_stats = self._forward(params, batch_stats, view_1, use_predictor=True)
-    online_2, batch_stats = self._forward(params, batch_stats, view_2, use_predictor=True)
+    online_1, batch_stats = self.train_forward(params, batch_stats, view_1, use_predictor=True)
+    online_2, batch_stats = self.train_forward(params, batch_stats, view_2, use_predictor=True)
     # The target has no predictor; use_predictor=False lets its params omit that group.
-    target_1, target_batch_stats = self._forward(target_params, target_batch_stats, view_1,
+    target_1, target_batch_stats = self.train_forward(target_params, target_batch_stats, view_1,
                                                  use_predictor=False)
-    target_2, target_batch_stats = self._forward(target_params, target_batch_stats, view_2,
+    target_2, target_batch_stats = self.train_forward(target_params, target_batch_stats, view_2,
                                                  use_predictor=False)
     return (online_1, online_2), (target_1, target_2), batch_stats, target_batch_stats
 

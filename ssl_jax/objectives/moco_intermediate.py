@@ -38,6 +38,8 @@ Total loss = InfoNCE + sum of the four stage losses; each weighted stage loss is
 
 from __future__ import annotations
 
+import abc
+
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -155,10 +157,10 @@ class MocoIntermediate(MocoV1):
                        f"objective_config.symmetric must be False")
     self.stage_weights = _float_tuple(config.objective_config, "stage_weights")
 
+  @abc.abstractmethod
   def stage_losses(self, params: PyTree, batch_stats: PyTree, query_stages: Sequence[jax.Array],
                    key_stages: Sequence[jax.Array]) -> tuple[list[jax.Array], PyTree]:
     """(weighted loss of each stage, online batch_stats after any extra forward passes)."""
-    raise NotImplementedError
 
   def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
            target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],

@@ -176,12 +176,10 @@ class MocoV2(Objective):
     if shuffle:
       permutation, inverse = shuffle_permutation(rng, images.shape[0])
       images = gather_rows(images, permutation)
-    outputs, mutated = self.network.apply(
-        {"params": target_params, "batch_stats": target_batch_stats}, images, train=True,
-        mutable=["batch_stats"])
+    outputs, target_batch_stats = self.train_forward(target_params, target_batch_stats, images)
     if shuffle:
       outputs = jax.tree.map(lambda x: gather_rows(x, inverse), outputs)
-    return jax.lax.stop_gradient(outputs), mutated["batch_stats"]
+    return jax.lax.stop_gradient(outputs), target_batch_stats
 
   def encode_keys(self, target_params: PyTree, target_batch_stats: PyTree, images: jax.Array,
                   rng: jax.Array) -> tuple[jax.Array, PyTree]:
@@ -191,10 +189,8 @@ class MocoV2(Objective):
 
   def _encode_queries(self, params: PyTree, batch_stats: PyTree,
                       images: jax.Array) -> tuple[jax.Array, PyTree]:
-    outputs, mutated = self.network.apply(
-        {"params": params, "batch_stats": batch_stats}, images, train=True,
-        mutable=["batch_stats"])
-    return outputs["projection"], mutated["batch_stats"]
+    outputs, batch_stats = self.train_forward(params, batch_stats, images)
+    return outputs["projection"], batch_stats
 
   def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
            target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],

@@ -127,10 +127,8 @@ class SimClr(Objective):
 
   def _project(self, params: PyTree, batch_stats: PyTree,
                images: jax.Array) -> tuple[jax.Array, PyTree]:
-    outputs, mutated = self.network.apply(
-        {"params": params, "batch_stats": batch_stats}, images, train=True,
-        mutable=["batch_stats"])
-    return outputs["projection"], mutated["batch_stats"]
+    outputs, batch_stats = self.train_forward(params, batch_stats, images)
+    return outputs["projection"], batch_stats
 
   def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
            target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],

@@ -93,13 +93,6 @@ class SimSiam(Objective):
     del rng, global_batch_size
     return self.predictor_options.init_state()
 
-  def _forward(self, params: PyTree, batch_stats: PyTree, images: jax.Array,
-               use_predictor: bool = True) -> tuple[dict[str, jax.Array], PyTree]:
-    outputs, mutated = self.network.apply(
-        {"params": params, "batch_stats": batch_stats}, images, train=True,
-        use_predictor=use_predictor, mutable=["batch_stats"])
-    return outputs, mutated["batch_stats"]
-
   def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
            target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
            rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossOutput]:
@@ -107,13 +100,13 @@ class SimSiam(Objective):
     if len(views) < 2:
       raise ValueError(f"SimSiam needs 2 views per image, got {len(views)}")
     # Separate forward per view, as the official code (each view has its own BN statistics).
-    outputs_1, batch_stats = self._forward(params, batch_stats, views[0])
-    outputs_2, batch_stats = self._forward(params, batch_stats, views[1])
+    outputs_1, batch_stats = self.train_forward(params, batch_stats, views[0])
+    outputs_2, batch_stats = self.train_forward(params, batch_stats, views[1])
     if self.uses_target:
       # The EMA target (train-mode BN, its own statistics, no predictor) gives the z branch.
-      target_1, target_batch_stats = self._forward(target_params, target_batch_stats, views[0],
+      target_1, target_batch_stats = self.train_forward(target_params, target_batch_stats, views[0],
                                                    use_predictor=False)
-      target_2, target_batch_stats = self._forward(target_params, target_batch_stats, views[1],
+      target_2, target_batch_stats = self.train_forward(target_params, target_batch_stats, views[1],
                                                    use_predictor=False)
       projections_1, projections_2 = target_1["projection"], target_2["projection"]
     else:
