@@ -87,6 +87,7 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
   ))
   config.augment = ml_collections.ConfigDict(dict(AUGMENTATIONS["moco_v2"]))
   config.augment.blur_kernel_fraction = 0.1   # blur kernel = 10% of the image side (as the papers)
+  config.augment.photometric = True   # False: no colour/blur/solarize on the device (benchmarks)
 
   config.model = ml_collections.ConfigDict(dict(
       name="resnet50",

@@ -226,7 +226,8 @@ def augment_views(rng: jax.Array, views: Mapping[str, jax.Array],
   """Augments and normalises the uint8 (B, H, W, 3) views; returns float32 (view1, view2).
 
   Each image of each view gets its own parameters (its own row of uniform draws from `rng`);
-  view i uses blur_prob[i] and solarize_prob[i].
+  view i uses blur_prob[i] and solarize_prob[i]. With `augment_config.photometric` False the
+  views are only normalised (the step benchmark's peer work has no augmentation).
   """
   missing = [name for name in VIEW_NAMES if name not in views]
   if missing:
@@ -235,6 +236,8 @@ def augment_views(rng: jax.Array, views: Mapping[str, jax.Array],
   if len(set(shapes.values())) != 1:
     raise ValueError(f"views must have equal shapes, got {shapes}")
   batch_size = shapes[VIEW_NAMES[0]][0]
+  if not augment_config.photometric:
+    return tuple(normalize(views[name], mean, std) for name in VIEW_NAMES)
   # Views stacked on a new leading axis (not concatenated along the batch) so the batch axis keeps
   # its device sharding, and one vmapped program serves both views.
   images = jnp.stack([normalize(views[name], (0.0,) * 3, (1.0,) * 3) for name in VIEW_NAMES])

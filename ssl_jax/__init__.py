@@ -6,6 +6,11 @@ The public entry points are `train_and_evaluate(config, workdir)` (ssl_jax.train
 
 from __future__ import annotations
 
+from ssl_jax import xla_cpu_flags
+
+# Before any JAX backend exists: convolutions' weight gradients out of YNNPACK (see the module).
+xla_cpu_flags.apply()
+
 
 def load_encoder(path: str):
   """Loads an exported encoder directory; see `ssl_jax.export.load_encoder`."""

@@ -48,45 +48,54 @@ def make_train_step(
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
     step_rng = jax.random.fold_in(base_rng, state.step)
     augment_rng, loss_rng = jax.random.split(step_rng)
-    views = device_augment.augment_views(augment_rng, batch, augment_config, mean, std)
+    # The named scopes label each phase in profiles (benchmarks/profile_step.py).
+    with jax.named_scope("augment"):
+      views = device_augment.augment_views(augment_rng, batch, augment_config, mean, std)
 
     def loss_fn(params):
-      return objective.loss(params, state.batch_stats, state.target_params,
-                            state.target_batch_stats, state.objective_state, views, loss_rng, state.step)
+      with jax.named_scope("loss"):
+        return objective.loss(params, state.batch_stats, state.target_params,
+                              state.target_batch_stats, state.objective_state, views, loss_rng,
+                              state.step)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = objective.after_update(optax.apply_updates(state.params, updates))
+    with jax.named_scope("optimizer"):
+      updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+      params = objective.after_update(optax.apply_updates(state.params, updates))
     tau = tau_schedule(state.step)
-    if objective.uses_target:
-      target_params = ema_lib.ema_update(state.target_params, params, tau)
-    else:
-      target_params = state.target_params
-    objective_state = objective.update_objective_state(state.objective_state, aux.extras)
+    with jax.named_scope("ema"):
+      if objective.uses_target:
+        target_params = ema_lib.ema_update(state.target_params, params, tau)
+      else:
+        target_params = state.target_params
+    with jax.named_scope("objective_state"):
+      objective_state = objective.update_objective_state(state.objective_state, aux.extras)
 
-    finite = jnp.isfinite(loss) & _all_finite(grads)
-    updated = state.replace(
-        params=params, batch_stats=aux.batch_stats, target_params=target_params,
-        target_batch_stats=aux.target_batch_stats, opt_state=opt_state,
-        objective_state=objective_state)
-    kept_or_updated = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
-    new_state = kept_or_updated.replace(
-        step=state.step + 1,
-        nonfinite_steps=jnp.where(finite, 0, state.nonfinite_steps + 1))
+    with jax.named_scope("nonfinite_guard"):
+      finite = jnp.isfinite(loss) & _all_finite(grads)
+      updated = state.replace(
+          params=params, batch_stats=aux.batch_stats, target_params=target_params,
+          target_batch_stats=aux.target_batch_stats, opt_state=opt_state,
+          objective_state=objective_state)
+      kept_or_updated = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+      new_state = kept_or_updated.replace(
+          step=state.step + 1,
+          nonfinite_steps=jnp.where(finite, 0, state.nonfinite_steps + 1))
 
     unknown = set(aux.metrics) - set(objective.metric_names)
     if unknown:
       raise ValueError(f"objective returned undeclared metrics {sorted(unknown)}; declare them "
                        f"in {type(objective).__name__}.metric_names")
-    metrics = metrics_collection.single_from_model_output(
-        loss=loss,
-        learning_rate=lr_schedule(state.step),
-        tau=jnp.asarray(tau, jnp.float32),
-        projection_std=collapse.normalized_std(aux.projections),
-        rankme=collapse.rankme(aux.projections),
-        grad_norm=optax.tree.norm(grads),
-        skipped_step=1.0 - finite.astype(jnp.float32),
-        **aux.metrics)
+    with jax.named_scope("monitors"):
+      metrics = metrics_collection.single_from_model_output(
+          loss=loss,
+          learning_rate=lr_schedule(state.step),
+          tau=jnp.asarray(tau, jnp.float32),
+          projection_std=collapse.normalized_std(aux.projections),
+          rankme=collapse.rankme(aux.projections),
+          grad_norm=optax.tree.norm(grads),
+          skipped_step=1.0 - finite.astype(jnp.float32),
+          **aux.metrics)
     return new_state, metrics
 
   return train_step, metrics_collection

@@ -7,6 +7,11 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The CPU flags ssl_jax sets on import, set here explicitly because a test module may import jax
+# first.
+from ssl_jax import xla_cpu_flags  # noqa: E402
+
+xla_cpu_flags.apply()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Many tests build the same small step (resume runs a config three times): a compilation cache
 # for this session compiles each program once. It is fresh per session, so nothing stale leaks in.

@@ -88,6 +88,12 @@ class Objective(abc.ABC):
         mutable=["batch_stats"], **kwargs)
     return outputs, mutated["batch_stats"]
 
+  def target_forward(self, target_params: PyTree, target_batch_stats: PyTree, images: jax.Array,
+                     **kwargs) -> tuple[dict[str, jax.Array], PyTree]:
+    """`train_forward` of the target network, under its own name in profiles."""
+    with jax.named_scope("target_forward"):
+      return self.train_forward(target_params, target_batch_stats, images, **kwargs)
+
   def update_objective_state(self, objective_state: PyTree, extras: dict[str, jax.Array]) -> PyTree:
     """Post-update hook, run after the optimiser step (e.g. enqueue MoCo keys)."""
     del extras

@@ -89,10 +89,10 @@ class Byol(Objective):
     online_1, batch_stats = self.train_forward(params, batch_stats, view_1, use_predictor=True)
     online_2, batch_stats = self.train_forward(params, batch_stats, view_2, use_predictor=True)
     # The target has no predictor; use_predictor=False lets its params omit that group.
-    target_1, target_batch_stats = self.train_forward(target_params, target_batch_stats, view_1,
-                                                 use_predictor=False)
-    target_2, target_batch_stats = self.train_forward(target_params, target_batch_stats, view_2,
-                                                 use_predictor=False)
+    target_1, target_batch_stats = self.target_forward(target_params, target_batch_stats, view_1,
+                                                       use_predictor=False)
+    target_2, target_batch_stats = self.target_forward(target_params, target_batch_stats, view_2,
+                                                       use_predictor=False)
     return (online_1, online_2), (target_1, target_2), batch_stats, target_batch_stats
 
   def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,

@@ -176,7 +176,7 @@ class MocoV2(Objective):
     if shuffle:
       permutation, inverse = shuffle_permutation(rng, images.shape[0])
       images = gather_rows(images, permutation)
-    outputs, target_batch_stats = self.train_forward(target_params, target_batch_stats, images)
+    outputs, target_batch_stats = self.target_forward(target_params, target_batch_stats, images)
     if shuffle:
       outputs = jax.tree.map(lambda x: gather_rows(x, inverse), outputs)
     return jax.lax.stop_gradient(outputs), target_batch_stats

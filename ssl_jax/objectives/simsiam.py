@@ -104,10 +104,10 @@ class SimSiam(Objective):
     outputs_2, batch_stats = self.train_forward(params, batch_stats, views[1])
     if self.uses_target:
       # The EMA target (train-mode BN, its own statistics, no predictor) gives the z branch.
-      target_1, target_batch_stats = self.train_forward(target_params, target_batch_stats, views[0],
-                                                   use_predictor=False)
-      target_2, target_batch_stats = self.train_forward(target_params, target_batch_stats, views[1],
-                                                   use_predictor=False)
+      target_1, target_batch_stats = self.target_forward(
+          target_params, target_batch_stats, views[0], use_predictor=False)
+      target_2, target_batch_stats = self.target_forward(
+          target_params, target_batch_stats, views[1], use_predictor=False)
       projections_1, projections_2 = target_1["projection"], target_2["projection"]
     else:
       projections_1, projections_2 = outputs_1["projection"], outputs_2["projection"]

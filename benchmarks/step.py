@@ -1,0 +1,174 @@
+r"""Step benchmark: the jitted train step of each objective, timed alone or fed by the pipeline.
+
+  python benchmarks/step.py --workload=peer --objectives=moco_v2,byol,simsiam --batch=64,128
+  python benchmarks/step.py --workload=imagenet_r50 --objectives=moco_v2 --batch=128 \
+      --peak_tflops=989                                      # H100 bf16 dense peak
+  python benchmarks/step.py --workload=cifar_r18 --data=both --batch=256
+
+Prints one JSON line per (objective, batch, data): median and min step seconds after warm-up,
+images/s, compile seconds, XLA's FLOP count of one step and the achieved FLOP/s (with MFU when
+--peak_tflops is given), and memory (XLA's buffer analysis of the compiled step, plus the
+device's peak where the backend reports one).
+
+--data=synthetic feeds one device-resident random batch, so it measures the step alone;
+--data=pipeline feeds the config's real input pipeline (host crops, host->device transfer);
+--data=both does both and adds pipeline/synthetic throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks import workloads  # noqa: E402
+from input_pipeline.device_augment import VIEW_NAMES  # noqa: E402
+from ssl_jax import sharding as sharding_lib  # noqa: E402
+from ssl_jax.train import Experiment  # noqa: E402
+
+
+def _flops_of(compiled) -> float | None:
+  """XLA's FLOP count of one call (cost_analysis is a dict, or a list of one per program)."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  if not analysis or "flops" not in analysis:
+    return None
+  return float(analysis["flops"])
+
+
+def _memory_of(compiled) -> dict[str, int]:
+  """Bytes XLA allocates for one call: arguments, outputs and temporaries (donated inputs alias
+  outputs, so `peak_estimate` counts them once)."""
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return {}
+  arguments = int(stats.argument_size_in_bytes)
+  outputs = int(stats.output_size_in_bytes)
+  aliased = int(stats.alias_size_in_bytes)
+  temporaries = int(stats.temp_size_in_bytes)
+  return {"argument_bytes": arguments, "output_bytes": outputs, "temp_bytes": temporaries,
+          "peak_estimate_bytes": arguments + outputs - aliased + temporaries}
+
+
+def _device_peak_bytes(device) -> int | None:
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+def random_batch(experiment: Experiment, seed: int = 0) -> dict[str, jax.Array]:
+  """One global uint8 two-view batch of random images, placed on the mesh once."""
+  rng = np.random.default_rng(seed)
+  shape = (experiment.global_batch,) + experiment.image_shape
+  host = {name: rng.integers(0, 256, shape, dtype=np.uint8) for name in VIEW_NAMES}
+  return sharding_lib.host_batch_to_global(host, experiment.mesh)
+
+
+def time_steps(run_one_step, state, warmup: int, steps: int):
+  """Runs `warmup` then `steps` steps, each waited for; returns (state, wall seconds per step,
+  CPU seconds per step). On a shared host the process's CPU time is the steadier of the two."""
+  for _ in range(warmup):
+    state = jax.block_until_ready(run_one_step(state))
+  wall, cpu = [], []
+  for _ in range(steps):
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    state = jax.block_until_ready(run_one_step(state))
+    wall.append(time.perf_counter() - wall_start)
+    cpu.append(time.process_time() - cpu_start)
+  return state, wall, cpu
+
+
+def benchmark(config, *, data: str, warmup: int, steps: int, peak_tflops: float | None,
+              devices=None) -> list[dict]:
+  """Times one config's train step; returns one record per data mode ('synthetic', 'pipeline')."""
+  experiment = Experiment(config, workdir=None, devices=devices)
+  state, state_shardings = experiment.initial_state()
+  jitted_step = experiment.jitted_train_step(state_shardings)
+  batch = random_batch(experiment)
+
+  start = time.perf_counter()
+  compiled = jitted_step.lower(state, batch).compile()
+  compile_seconds = time.perf_counter() - start
+  flops = _flops_of(compiled)
+  device = experiment.mesh.devices.flat[0]
+  common_record = {
+      "objective": config.objective, "model": config.model.name, "stem": config.model.stem,
+      "image_size": config.data.image_size, "batch": experiment.global_batch,
+      "dtype": config.model.dtype, "backend": jax.default_backend(),
+      "devices": int(experiment.mesh.devices.size), "compile_s": round(compile_seconds, 3),
+      "step_gflops": None if flops is None else round(flops / 1e9, 2),
+      **_memory_of(compiled),
+  }
+
+  modes = ("synthetic", "pipeline") if data == "both" else (data,)
+  records = []
+  for mode in modes:
+    if mode == "synthetic":
+      run_one_step = lambda state: compiled(state, batch)[0]  # noqa: E731
+    elif mode == "pipeline":
+      iterator = iter(experiment.train_dataset())
+      run_one_step = lambda state: compiled(  # noqa: E731
+          state, sharding_lib.host_batch_to_global(next(iterator), experiment.mesh))[0]
+    else:
+      raise ValueError(f"unknown data mode {mode!r}: choose synthetic, pipeline or both")
+    state, durations, cpu_durations = time_steps(run_one_step, state, warmup, steps)
+    median = statistics.median(durations)
+    record = dict(common_record, data=mode, steps=steps,
+                  median_step_s=round(median, 5), min_step_s=round(min(durations), 5),
+                  median_step_cpu_s=round(statistics.median(cpu_durations), 5),
+                  img_per_s=round(experiment.global_batch / median, 1),
+                  load_average_1min=round(os.getloadavg()[0], 2))
+    if flops is not None:
+      record["achieved_tflops"] = round(flops / median / 1e12, 4)
+      if peak_tflops:
+        record["mfu"] = round(flops / median / (peak_tflops * 1e12), 4)
+    peak = _device_peak_bytes(device)
+    if peak is not None:
+      record["device_peak_bytes"] = peak
+    records.append(record)
+  if len(records) == 2:
+    records[1]["pipeline_over_synthetic"] = round(records[1]["img_per_s"] / records[0]["img_per_s"], 3)
+  return records
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--workload", default="peer", choices=sorted(workloads.WORKLOADS))
+  parser.add_argument("--objectives", default=",".join(workloads.PEER_OBJECTIVES),
+                      help="comma-separated config names, e.g. moco_v2,byol")
+  parser.add_argument("--batch", default="64,128", help="comma-separated global batch sizes")
+  parser.add_argument("--dtype", default=None, help="compute dtype override (float32, bfloat16)")
+  parser.add_argument("--data", default="synthetic", choices=["synthetic", "pipeline", "both"])
+  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--warmup", type=int, default=1)
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="the device's peak TFLOP/s for MFU (H100 SXM bf16 dense: 989)")
+  parser.add_argument("--devices", type=int, default=0, help="use the first N devices (0: all)")
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  devices = jax.devices()[:args.devices] if args.devices > 0 else None
+  build = workloads.WORKLOADS[args.workload]
+  for objective in args.objectives.split(","):
+    for batch_size in (int(b) for b in args.batch.split(",")):
+      config = build(objective, batch_size)
+      if args.dtype:
+        config.model.dtype = args.dtype
+      for record in benchmark(config, data=args.data, warmup=args.warmup, steps=args.steps,
+                              peak_tflops=args.peak_tflops, devices=devices):
+        print(json.dumps(dict(impl="ssl_jax", workload=args.workload, **record)), flush=True)
+
+
+if __name__ == "__main__":
+  main()
