@@ -84,6 +84,9 @@ class ConversionReport:
       for key in ignored:
         groups[_group_name(key, self.key_prefix)].append(key)
       for group, keys in groups.items():
+        if keys == [group]:   # a single tensor, e.g. MoCo's queue
+          lines.append(f"  {group}")
+          continue
         shown = ", ".join(keys) if len(keys) <= 3 else f"{keys[0]}, ..., {keys[-1]}"
         lines.append(f"  {group}* ({len(keys)}): {shown}")
     if self.ignored_buffers:
