@@ -68,10 +68,13 @@ def _tensors_to_numpy(torch, tree: Any) -> Any:
 
 
 def _unpickler_reason(message: str) -> str:
-  """The sentence of torch's refusal that says what was refused (its other lines suggest
+  """What torch's weights-only unpickler refused (the rest of its message suggests
   weights_only=False, which this converter never does)."""
-  match = re.search(r"WeightsUnpickler error: ([^\n]*?\.)(?: |$)", message)
-  return match.group(1) if match else message.strip().splitlines()[-1]
+  match = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", message,
+                    re.DOTALL)
+  reason = match.group(1) if match else message.strip().splitlines()[-1]
+  # Its advice to allow-list the global is not ours to give for an unknown file.
+  return " ".join(reason.split()).split(" Please use")[0]
 
 
 def read_torch_file(path: str) -> Any:
@@ -81,16 +84,19 @@ def read_torch_file(path: str) -> Any:
     with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
       loaded = torch.load(path, map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as error:
+    reason = _unpickler_reason(str(error))
+    if "Unsupported global" not in reason:
+      raise ConversionError(f"cannot read {path} as a PyTorch checkpoint ({reason})") from None
     unsafe = _unsafe_globals(torch, path)
     named = f" It references {', '.join(unsafe)}." if unsafe else ""
-    reason = _unpickler_reason(str(error))
     raise ConversionError(
         f"refused to load {path}: it holds objects other than tensors, plain containers and "
-        f"{[cls.__name__ for cls in SAFE_GLOBALS]}, and unpickling them could run code.{named} "
-        f"({reason}) If you trust the file, re-save only its state dict (tensors) "
-        f"with torch.save or safetensors and convert that.") from None
-  except (RuntimeError, EOFError, OSError) as error:
-    raise ConversionError(f"cannot read {path} as a PyTorch checkpoint: {error}") from None
+        f"{', '.join(f'{cls.__module__}.{cls.__qualname__}' for cls in SAFE_GLOBALS)}, "
+        f"and unpickling them could run code.{named} ({reason}) If you trust the file, re-save "
+        f"only its state dict (tensors) with torch.save or safetensors and convert that.") from None
+  except Exception as error:  # a malformed file can fail anywhere inside the unpickler
+    raise ConversionError(f"cannot read {path} as a PyTorch checkpoint "
+                          f"({type(error).__name__}: {error})") from None
   return _tensors_to_numpy(torch, loaded)
 
 
