@@ -54,6 +54,18 @@ CONVERTED_WIDTH = 64
 
 
 @dataclasses.dataclass
+class KeyUsage:
+  """How the keys of a state dict were used by one conversion."""
+
+  key_prefix: str
+  used: dict[str, str]                   # torch key -> Flax variable path
+  ignored_outside_encoder: list[str]     # keys without the encoder prefix (encoder_k, queue, ...)
+  ignored_heads: list[str]               # head / classifier keys under the prefix
+  ignored_buffers: list[str]             # num_batches_tracked
+  renamed_legacy_keys: dict[str, str]    # old DenseNet names -> today's
+
+
+@dataclasses.dataclass
 class ConversionReport:
   """What was taken from the checkpoint and what was left, key by key."""
 
@@ -68,9 +80,6 @@ class ConversionReport:
   ignored_buffers: list[str]             # num_batches_tracked
   ignored_entries: list[str]             # non-state-dict entries (epoch, optimizer, args, ...)
   renamed_legacy_keys: dict[str, str]
-
-  def unused_keys(self) -> list[str]:
-    return self.ignored_outside_encoder + self.ignored_heads + self.ignored_buffers
 
   def summary(self) -> str:
     """A few lines for the console: counts and the groups of ignored keys."""
@@ -180,8 +189,7 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], *, arch: str,
                        key_prefixes: tuple[str, ...], checkpoint: str = "<state dict>"):
   """Flax variables {'params', 'batch_stats'} of `arch` from a torchvision-named state dict.
 
-  Returns (variables, key_prefix used, {torch key: flax path}, ignored heads, ignored buffers,
-  ignored keys outside the prefix, renamed legacy keys)."""
+  Returns (variables, KeyUsage)."""
   if arch not in models.BACKBONE_NAMES:
     raise ConversionError(f"unknown --arch {arch!r}; allowed: {sorted(models.BACKBONE_NAMES)}")
   renamed: dict[str, str] = {}
@@ -233,8 +241,9 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], *, arch: str,
         f"nor a known head ({', '.join(unexpected[:6])}{', ...' if len(unexpected) > 6 else ''});"
         f" the checkpoint holds a different architecture - check --arch (allowed: "
         f"{sorted(models.BACKBONE_NAMES)})")
-  variables = traverse_util.unflatten_dict(flat_variables)
-  return variables, prefix, used, heads, buffers, outside, renamed
+  usage = KeyUsage(key_prefix=prefix, used=used, ignored_outside_encoder=outside,
+                   ignored_heads=heads, ignored_buffers=buffers, renamed_legacy_keys=renamed)
+  return traverse_util.unflatten_dict(flat_variables), usage
 
 
 def _sha256(path: str) -> str:
@@ -257,12 +266,11 @@ def load_checkpoint_variables(checkpoint: str, source: str, *, arch: str | None 
   tree = safe_reader.read_checkpoint(checkpoint)
   state_dict, container, ignored_entries = find_state_dict(tree)
   prefixes = (key_prefix,) if key_prefix is not None else source_spec.key_prefixes
-  variables, prefix, used, heads, buffers, outside, renamed = convert_state_dict(
-      state_dict, arch=arch, key_prefixes=prefixes, checkpoint=checkpoint)
-  report = ConversionReport(
-      checkpoint=os.path.abspath(checkpoint), source=source, arch=arch, container=container,
-      key_prefix=prefix, used=used, ignored_outside_encoder=outside, ignored_heads=heads,
-      ignored_buffers=buffers, ignored_entries=ignored_entries, renamed_legacy_keys=renamed)
+  variables, usage = convert_state_dict(state_dict, arch=arch, key_prefixes=prefixes,
+                                        checkpoint=checkpoint)
+  report = ConversionReport(checkpoint=os.path.abspath(checkpoint), source=source, arch=arch,
+                            container=container, ignored_entries=ignored_entries,
+                            **dataclasses.asdict(usage))
   return _model_config(arch), variables, source_spec, report
 
 
