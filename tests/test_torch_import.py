@@ -27,7 +27,8 @@ import torch
 
 import torch_reference_models
 from ssl_jax import load_encoder, models
-from ssl_jax.torch_import import SOURCES, ConversionError, load_checkpoint_variables
+from ssl_jax.torch_import import (SOURCES, ConversionError, convert_checkpoint,
+                                  load_checkpoint_variables)
 from ssl_jax.torch_import import sources
 from ssl_jax.torch_import.convert import convert_state_dict
 
@@ -313,6 +314,15 @@ def test_unreadable_files_fail_with_the_file_named(tmp_path):
     load_checkpoint_variables(str(tmp_path / "garbage.safetensors"), "torchvision_r18")
   with pytest.raises(ConversionError, match="absent.pth' does not exist"):
     load_checkpoint_variables(str(tmp_path / "absent.pth"), "torchvision_r18")
+
+
+def test_convert_refuses_a_training_workdir_and_a_missing_checkpoint_flag(tmp_path):
+  (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+  with pytest.raises(ConversionError, match="holds a training run"):
+    convert_checkpoint(str(tmp_path / "any.pth"), "mocov2_r50", str(tmp_path / "run"))
+  assert not (tmp_path / "run" / "encoder").exists()
+  with pytest.raises(ConversionError, match="needs --checkpoint"):
+    convert_checkpoint(None, "mocov2_r50", str(tmp_path / "out"))
 
 
 class _RunsCodeWhenUnpickled:
