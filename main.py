@@ -5,6 +5,8 @@ r"""ssl-jax entry point: pretrain (and evaluate) a config, or export the encoder
   python main.py --config=configs/moco_v2.py:digits --config.optim.base_lr=0.1 --workdir=runs/lr0.1
   python main.py --config=configs/moco_v2.py:digits --workdir=runs/moco --mode=export
   python main.py --workdir=runs/moco --mode=plot     # PNG plots of what the run recorded
+  python main.py --mode=convert --checkpoint=moco_v2_800ep_pretrain.pth.tar --source=mocov2_r50 \
+      --workdir=converted/mocov2                     # a PyTorch checkpoint -> WORKDIR/encoder
 
 Running the same command again resumes from the latest checkpoint in --workdir. SIGTERM saves a
 checkpoint and exits with status 143.
@@ -31,10 +33,19 @@ config_flags.DEFINE_config_file(
     "--config.<field>=<value>.", lock_config=True)
 flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, TensorBoard events, "
                     "the exported encoder and summary.json (relative paths are fine).")
-flags.DEFINE_enum("mode", "train", ["train", "export", "plot"],
+flags.DEFINE_enum("mode", "train", ["train", "export", "plot", "convert"],
                   "train: pretrain (resuming if possible), export, evaluate. export: write the "
                   "encoder of the latest checkpoint in --workdir to WORKDIR/encoder. plot: draw "
-                  "the run's recorded metrics and analysis signals to WORKDIR/plots/*.png.")
+                  "the run's recorded metrics and analysis signals to WORKDIR/plots/*.png. "
+                  "convert: a PyTorch checkpoint (--checkpoint, --source) to WORKDIR/encoder.")
+# --mode=convert (see ssl_jax/torch_import and the README's list of sources).
+flags.DEFINE_string("checkpoint", None, "convert: the .pth / .pth.tar / .safetensors file.")
+flags.DEFINE_string("source", None, "convert: the checkpoint family, e.g. mocov2_r50, swav_r50, "
+                    "simclr_r50, torchvision_densenet121 (it sets key prefix, architecture and "
+                    "input normalisation).")
+flags.DEFINE_string("arch", None, "convert: backbone override (resnet18, resnet50, densenet121).")
+flags.DEFINE_string("key_prefix", None, "convert: prefix in front of the torchvision names, "
+                    "overriding the source's (e.g. 'module.encoder_q.').")
 
 EXIT_BAD_INPUT = 2
 EXIT_PREEMPTED = 143   # 128 + SIGTERM, what schedulers expect of a terminated job
@@ -87,6 +98,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # Imported here so that --help and flag errors do not pay for jax.
   from ssl_jax import config_validation, train
+  from ssl_jax.torch_import.errors import ConversionError
 
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("absl").setLevel(std_logging.WARNING)
@@ -96,12 +108,18 @@ def main(argv):
       from ssl_jax import plots
       for path in plots.write_plots(flags.FLAGS.workdir):
         print(f"wrote {path}")
+    elif flags.FLAGS.mode == "convert":
+      from ssl_jax import torch_import
+      path, report = torch_import.convert_checkpoint(
+          flags.FLAGS.checkpoint, flags.FLAGS.source, flags.FLAGS.workdir, arch=flags.FLAGS.arch,
+          key_prefix=flags.FLAGS.key_prefix)
+      print(f"{report.summary()}\nwrote the encoder to {path}")
     elif flags.FLAGS.mode == "export":
       path = train.export_latest_checkpoint(config, flags.FLAGS.workdir)
       print(f"exported the encoder to {path}")
     else:
       train.train_and_evaluate(config, flags.FLAGS.workdir)
-  except (config_validation.ConfigError, FileNotFoundError) as error:
+  except (config_validation.ConfigError, FileNotFoundError, ConversionError) as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
   except train.Preempted as preempted:

@@ -18,7 +18,7 @@ ALLOWED = {
     "data.source": ("digits", "tfds", "synthetic"),
     "model.stem": ("imagenet", "cifar"),
     "model.dtype": tuple(models.COMPUTE_DTYPES),
-    "model.name": tuple(models.RESNET_SPECS),
+    "model.name": models.BACKBONE_NAMES,
     "optim.name": ("sgd", "lars", "adamw"),
     "optim.schedule": ("cosine", "constant"),
     "ema.schedule": ("constant", "cosine"),
