@@ -19,9 +19,9 @@ from ssl_jax import xla_cpu_flags
 NUM_STEPS = 5
 
 
-@pytest.mark.parametrize("objective", ["moco_v2", "byol"])
-def test_step_traces_and_compiles_once_then_runs_without_host_transfers(objective):
-  config = small_config(objective)
+def test_step_traces_and_compiles_once_then_runs_without_host_transfers():
+  # MoCo v2 has the most per-step state besides the model: the queue and its pointer.
+  config = small_config("moco_v2")
   experiment = train.Experiment(config)
   traces = []
   loss = experiment.objective.loss
