@@ -5,6 +5,8 @@ r"""ssl-jax entry point: pretrain (and evaluate) a config, or export the encoder
   python main.py --config=configs/moco_v2.py:digits --config.optim.base_lr=0.1 --workdir=runs/lr0.1
   python main.py --config=configs/moco_v2.py:digits --workdir=runs/moco --mode=export
   python main.py --workdir=runs/moco --mode=plot     # PNG plots of what the run recorded
+  python main.py --mode=eval --config=configs/eval/linear.py:digits \
+      --config.encoder=runs/moco/encoder --workdir=runs/moco/eval/linear   # see configs/eval/
 
 Running the same command again resumes from the latest checkpoint in --workdir. SIGTERM saves a
 checkpoint and exits with status 143.
@@ -31,10 +33,12 @@ config_flags.DEFINE_config_file(
     "--config.<field>=<value>.", lock_config=True)
 flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, TensorBoard events, "
                     "the exported encoder and summary.json (relative paths are fine).")
-flags.DEFINE_enum("mode", "train", ["train", "export", "plot"],
+flags.DEFINE_enum("mode", "train", ["train", "export", "plot", "eval"],
                   "train: pretrain (resuming if possible), export, evaluate. export: write the "
                   "encoder of the latest checkpoint in --workdir to WORKDIR/encoder. plot: draw "
-                  "the run's recorded metrics and analysis signals to WORKDIR/plots/*.png.")
+                  "the run's recorded metrics and analysis signals to WORKDIR/plots/*.png. eval: run the "
+                  "evaluation config (configs/eval/*.py) on its --config.encoder, writing "
+                  "WORKDIR/results.json and plots.")
 
 EXIT_BAD_INPUT = 2
 EXIT_PREEMPTED = 143   # 128 + SIGTERM, what schedulers expect of a terminated job
@@ -96,6 +100,9 @@ def main(argv):
       from ssl_jax import plots
       for path in plots.write_plots(flags.FLAGS.workdir):
         print(f"wrote {path}")
+    elif flags.FLAGS.mode == "eval":
+      from ssl_jax.evaluation import suite
+      suite.run_evaluation(config, flags.FLAGS.workdir)
     elif flags.FLAGS.mode == "export":
       path = train.export_latest_checkpoint(config, flags.FLAGS.workdir)
       print(f"exported the encoder to {path}")

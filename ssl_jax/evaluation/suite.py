@@ -1,0 +1,306 @@
+"""`run_evaluation(config, workdir)`: the evaluation suite on an exported encoder.
+
+`python main.py --mode=eval --config=configs/eval/<name>.py:<dataset> --config.encoder=DIR
+--workdir=OUT` loads DIR with `load_encoder`, runs the evaluation the config names on the
+dataset's splits, writes OUT/results.json (the config, the encoder and every number) and the
+evaluation's PNG plots, and prints a short table. With `config.random_init_baseline` the same
+architecture freshly initialised is evaluated alongside, so the table shows what training bought.
+
+Each evaluation is one function `(context, encoders) -> Report` in the explicit `EVALUATIONS`
+dict; the maths lives in the modules of ssl_jax/evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from input_pipeline import sources
+from ssl_jax import config_validation
+from ssl_jax import export as export_lib
+from ssl_jax import sharding as sharding_lib
+from ssl_jax.evaluation import cka as cka_lib
+from ssl_jax.evaluation import features as features_lib
+from ssl_jax.evaluation import few_shot as few_shot_lib
+from ssl_jax.evaluation import frozen
+from ssl_jax.evaluation import knn as knn_lib
+from ssl_jax.evaluation import layer_probe
+from ssl_jax.evaluation import linear_probe as linear_probe_lib
+
+RESULTS_FILE = "results.json"
+RANDOM_INIT = "random_init"
+
+
+@dataclasses.dataclass
+class Report:
+  """What an evaluation produced: JSON-able results, a table (header + rows), plot paths."""
+  results: dict[str, Any]
+  header: tuple[str, ...]
+  rows: list[tuple[str, ...]]
+  plots: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Context:
+  config: ml_collections.ConfigDict   # data.image_size resolved to the encoder's
+  mesh: jax.sharding.Mesh
+  workdir: str
+
+  def split(self, name: str) -> str:
+    return name or self.config.data.test_split
+
+  def features(self, encoder, split: str, apply_fn=None):
+    """(features, labels) of `split`; features are pooled unless `apply_fn` says otherwise."""
+    return frozen.split_features(encoder, self.config, self.mesh, split, apply_fn=apply_fn,
+                                 batch_size=self.config.batch_size,
+                                 max_examples=self.config.max_examples)
+
+  def path(self, filename: str) -> str:
+    return os.path.join(self.workdir, filename)
+
+
+def random_init_encoder(encoder: export_lib.Encoder, seed: int) -> export_lib.Encoder:
+  """The same architecture with freshly initialised variables (BN statistics 0 / 1, as at the
+  start of training)."""
+  images = jnp.zeros((1, encoder.image_size, encoder.image_size, 3), jnp.float32)
+  variables = jax.jit(lambda key: encoder.module.init(key, images, train=False))(
+      jax.random.key(seed))
+  return encoder.with_variables(variables)
+
+
+def _fmt(value: float) -> str:
+  return f"{value:.4f}"
+
+
+# --- the evaluations -----------------------------------------------------------------------------
+
+def _l2_grid(section: ml_collections.ConfigDict) -> np.ndarray:
+  if section.l2_num < 1 or section.l2_min <= 0 or section.l2_max < section.l2_min:
+    raise config_validation.ConfigError(
+        f"linear.l2_min={section.l2_min}, l2_max={section.l2_max}, l2_num={section.l2_num}: need "
+        "0 < l2_min <= l2_max and l2_num >= 1")
+  return np.logspace(np.log10(section.l2_min), np.log10(section.l2_max), section.l2_num)
+
+
+def _probe_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  section = config.linear
+  if section.select_by not in linear_probe_lib.SELECTION_METRICS:
+    raise config_validation.ConfigError(
+        f"linear.select_by={section.select_by!r} is not allowed; choose one of "
+        f"{list(linear_probe_lib.SELECTION_METRICS)}")
+  return dict(l2_grid=_l2_grid(section), holdout_fraction=section.holdout_fraction,
+              select_by=section.select_by, iterations=section.iterations, seed=config.seed)
+
+
+def evaluate_linear(context: Context, encoders: dict) -> Report:
+  config = context.config
+  results, rows = {}, []
+  for name, encoder in encoders.items():
+    train = context.features(encoder, config.data.train_split)
+    test = context.features(encoder, config.data.test_split)
+    probe = linear_probe_lib.linear_probe(*train, *test, num_classes=config.data.num_classes,
+                                          **_probe_kwargs(config))
+    results[name] = probe
+    rows.append((name, _fmt(probe["top1"]), _fmt(probe["mean_per_class"]),
+                 _fmt(probe["kappa"]), f"{probe['l2']:.2g}"))
+  from ssl_jax.plots import evaluation as plots
+  plot = plots.grouped_bars(context.path("linear.png"), "linear probe (test split)",
+                            ["top-1", "mean per class"],
+                            {n: [r["top1"], r["mean_per_class"]] for n, r in results.items()},
+                            "accuracy")
+  return Report(results, ("encoder", "top-1", "mean per class", "kappa", "chosen L2"), rows,
+                [plot])
+
+
+def evaluate_knn(context: Context, encoders: dict) -> Report:
+  config = context.config
+  ks = tuple(config.knn.ks)
+  if not ks or min(ks) < 1:
+    raise config_validation.ConfigError(f"knn.ks={ks} must be positive integers")
+  results, rows = {}, []
+  for name, encoder in encoders.items():
+    train_features, train_labels = context.features(encoder, config.data.train_split)
+    test_features, test_labels = context.features(encoder, config.data.test_split)
+    results[name] = {
+        f"top1_k{k}": knn_lib.knn_top1(train_features, train_labels, test_features, test_labels,
+                                       k=k, temperature=config.knn.temperature,
+                                       num_classes=config.data.num_classes)
+        for k in ks}
+    rows.append((name,) + tuple(_fmt(results[name][f"top1_k{k}"]) for k in ks))
+  from ssl_jax.plots import evaluation as plots
+  plot = plots.grouped_bars(context.path("knn.png"), f"weighted kNN (T={config.knn.temperature})",
+                            [f"k={k}" for k in ks],
+                            {n: [r[f"top1_k{k}"] for k in ks] for n, r in results.items()},
+                            "top-1")
+  return Report(results, ("encoder",) + tuple(f"top-1 k={k}" for k in ks), rows, [plot])
+
+
+def evaluate_few_shot(context: Context, encoders: dict) -> Report:
+  config = context.config
+  section = config.few_shot
+  split = section.split or config.data.train_split
+  results, rows = {}, []
+  for name, encoder in encoders.items():
+    features, labels = context.features(encoder, split)
+    results[name] = few_shot_lib.few_shot(
+        features, labels, n_way=section.n_way, shots=tuple(section.shots),
+        n_query=section.n_query, num_episodes=section.episodes, seed=config.seed,
+        classifier=section.classifier, logistic_l2=section.logistic_l2)
+    rows.append((name,) + tuple(f"{r['mean']:.4f} +- {r['ci95']:.4f}"
+                                for r in results[name].values()))
+  from ssl_jax.plots import evaluation as plots
+  keys = [f"{section.n_way}way_{k}shot" for k in section.shots]
+  plot = plots.lines(context.path("few_shot.png"),
+                     f"{section.n_way}-way few-shot ({section.classifier}, 95% CI)", "shots",
+                     "accuracy", list(section.shots),
+                     {n: [r[k]["mean"] for k in keys] for n, r in results.items()},
+                     {n: [r[k]["ci95"] for k in keys] for n, r in results.items()}, log_x=True)
+  return Report(results, ("encoder",) + tuple(f"{k}-shot" for k in section.shots), rows, [plot])
+
+
+def evaluate_layers(context: Context, encoders: dict) -> Report:
+  config = context.config
+  results, rows = {}, []
+  for name, encoder in encoders.items():
+    apply_fn = features_lib.stage_feature_fn(encoder, config.layers.spatial_size)
+    train_features, train_labels = context.features(encoder, config.data.train_split, apply_fn)
+    test_features, test_labels = context.features(encoder, config.data.test_split, apply_fn)
+    results[name] = layer_probe.probe_layers(train_features, train_labels, test_features,
+                                             test_labels, num_classes=config.data.num_classes,
+                                             **_probe_kwargs(config))
+    for layer, probe in results[name].items():
+      rows.append((name, layer, str(train_features[layer].shape[1]), _fmt(probe["top1"]),
+                   _fmt(probe["mean_per_class"])))
+  from ssl_jax.plots import evaluation as plots
+  layers = list(next(iter(results.values())))
+  plot = plots.lines(context.path("layers.png"), "linear probe per layer", "layer", "top-1",
+                     list(range(len(layers))),
+                     {n: [r[layer]["top1"] for layer in layers] for n, r in results.items()},
+                     x_ticks=layers)
+  return Report(results, ("encoder", "layer", "dim", "top-1", "mean per class"), rows, [plot])
+
+
+STAGES = ("stage1", "stage2", "stage3", "stage4")
+
+
+def evaluate_cka(context: Context, encoders: dict) -> Report:
+  config = context.config
+  section = config.cka
+  encoder = encoders["encoder"]
+  if section.other_encoder == RANDOM_INIT:
+    other, other_name = random_init_encoder(encoder, config.seed), RANDOM_INIT
+  elif section.other_encoder:
+    other, other_name = export_lib.load_encoder(section.other_encoder), section.other_encoder
+  else:
+    other, other_name = encoder, "encoder"
+  for kernel in section.kernels:
+    if kernel not in cka_lib.KERNELS:
+      raise config_validation.ConfigError(
+          f"cka.kernels has {kernel!r}; allowed: {list(cka_lib.KERNELS)}")
+  if section.rbf_sigma_mode not in cka_lib.RBF_SIGMA_MODES:
+    raise config_validation.ConfigError(
+        f"cka.rbf_sigma_mode={section.rbf_sigma_mode!r} is not allowed; choose one of "
+        f"{list(cka_lib.RBF_SIGMA_MODES)}")
+  split = section.split or config.data.test_split
+  keys = [s if section.spatial_size == 0 else f"{s}_s{section.spatial_size}" for s in STAGES]
+
+  def stage_representations(which):
+    features, _ = context.features(which, split,
+                                   features_lib.stage_feature_fn(which, section.spatial_size))
+    return [features[k] for k in keys]
+
+  rows_repr = stage_representations(encoder)
+  columns_repr = rows_repr if other is encoder else stage_representations(other)
+  results = {"encoder": config.encoder, "other_encoder": other_name, "split": split,
+             "stages": keys, "kernels": {}}
+  matrices, rows = {}, []
+  for kernel in section.kernels:
+    mean, std, size = cka_lib.subset_cka_matrix(
+        rows_repr, columns_repr, kernel=kernel, sigma=section.rbf_sigma,
+        sigma_mode=section.rbf_sigma_mode, num_subsets=section.num_subsets,
+        subset_size=section.subset_size, seed=config.seed)
+    subsets = 1 if size == rows_repr[0].shape[0] else section.num_subsets
+    results["kernels"][kernel] = {"matrix": mean.tolist(), "std_over_subsets": std.tolist(),
+                                  "subset_size": size, "num_subsets": subsets}
+    matrices[f"{kernel} CKA ({subsets} x {size} examples)"] = mean
+    for i, row_key in enumerate(keys):
+      rows.append((kernel, row_key) + tuple(_fmt(v) for v in mean[i]))
+  from ssl_jax.plots import evaluation as plots
+  plot = plots.heatmaps(context.path("cka.png"), matrices, keys, keys,
+                        "encoder", "other: " + os.path.basename(os.path.normpath(other_name)))
+  return Report(results, ("kernel", "encoder \\ other") + tuple(keys), rows, [plot])
+
+
+Evaluation = Callable[[Context, dict], Report]
+EVALUATIONS: dict[str, Evaluation] = {
+    "linear": evaluate_linear,
+    "knn": evaluate_knn,
+    "few_shot": evaluate_few_shot,
+    "layers": evaluate_layers,
+    "cka": evaluate_cka,
+}
+
+
+# --- the driver ----------------------------------------------------------------------------------
+
+def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+  widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+  def line(row):
+    return "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+  return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+def _validate(config: ml_collections.ConfigDict) -> None:
+  if config.evaluation not in EVALUATIONS:
+    raise config_validation.ConfigError(
+        f"unknown evaluation {config.evaluation!r}; allowed: {sorted(EVALUATIONS)}")
+  if not config.encoder:
+    raise config_validation.ConfigError(
+        "config.encoder is empty: give the exported encoder to evaluate, e.g. "
+        "--config.encoder=runs/default/encoder")
+  if config.data.source not in sources.SOURCES:
+    raise config_validation.ConfigError(
+        f"data.source={config.data.source!r} is not allowed; choose one of {list(sources.SOURCES)}")
+  if config.batch_size < 1:
+    raise config_validation.ConfigError(f"batch_size={config.batch_size} must be positive")
+
+
+def run_evaluation(config: ml_collections.ConfigDict, workdir: str, *,
+                   print_table: bool = True, devices=None) -> dict[str, Any]:
+  """Runs `config.evaluation` on `config.encoder`; writes WORKDIR/results.json and plots."""
+  _validate(config)
+  workdir = config_validation.prepare_workdir(workdir)
+  encoder = export_lib.load_encoder(config.encoder)
+  config = config.copy_and_resolve_references()
+  if config.data.image_size == 0:
+    config.data.image_size = encoder.image_size
+  mesh = sharding_lib.make_mesh(config.mesh, devices)
+  encoders = {"encoder": encoder}
+  if config.random_init_baseline:
+    encoders[RANDOM_INIT] = random_init_encoder(encoder, config.seed)
+  context = Context(config, mesh, workdir)
+  report = EVALUATIONS[config.evaluation](context, encoders)
+  table = format_table(report.header, report.rows)
+  summary = {
+      "evaluation": config.evaluation,
+      "config_name": config.name,
+      "encoder": os.path.abspath(config.encoder),
+      "encoder_metadata": encoder.metadata,
+      "dataset": config.data.name,
+      "results": report.results,
+      "plots": [os.path.basename(p) for p in report.plots],
+      "table": table,
+      "config": json.loads(config.to_json()),
+  }
+  with open(os.path.join(workdir, RESULTS_FILE), "w") as f:
+    json.dump(summary, f, indent=2)
+  if print_table:
+    print(f"{config.name} on {config.encoder}\n{table}", flush=True)
+  return summary
