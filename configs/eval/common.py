@@ -26,7 +26,7 @@ def eval_config(evaluation: str, arg: str | None) -> tuple[ml_collections.Config
   config.data = common.data_config(dataset)
   config.data.image_size = 0          # 0: the encoder's own input size
   config.batch_size = 512             # feature-extraction batch (padded to the device count)
-  config.max_examples = 2048 if tiny else -1   # per split (-1: all)
+  config.max_examples = 512 if tiny else -1    # per split (-1: all)
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**18))
   return config, tiny
 

@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.few_shot = ml_collections.ConfigDict(dict(
       split="",                   # '' = data.train_split
       n_way=5,
-      shots=(1, 5, 20, 50),
+      shots=(1, 5) if tiny else (1, 5, 20, 50),
       n_query=15,
       episodes=20 if tiny else 600,
       classifier="prototype",     # 'prototype' | 'logistic'
