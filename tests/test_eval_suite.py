@@ -26,8 +26,11 @@ def _eval_config(name, **overrides):
   import importlib
   config = importlib.import_module(f"configs.eval.{name}").get_config("digits,tiny")
   for key, value in overrides.items():
-    section, _, field = key.rpartition(".")
-    (config[section] if section else config)[field] = value
+    *sections, field = key.split(".")
+    node = config
+    for section in sections:
+      node = node[section]
+    node[field] = value
   return config
 
 
@@ -106,6 +109,26 @@ def test_fine_tune_exports_the_tuned_encoder(encoder_dir, tmp_path):
     assert lower <= entry["top1"] <= upper
     assert ssl_jax.load_encoder(entry["encoder_dir"]).image_size == 16
   assert results["100%"]["top1"] > 0.3   # learns above chance (0.1) in 30 steps
+
+
+def test_saliency(encoder_dir, tmp_path):
+  results = _run("saliency", encoder_dir, tmp_path)["encoder"]
+  assert results["occluder"] == {"size": 10, "stride": 1}
+  for kind in ("occlusion", "gradient"):
+    assert len(results[kind]["per_image"]) == 4
+    assert 0.0 < results[kind]["attentive_diffusion_percent"] < 100.0
+
+
+def test_invariance(encoder_dir, tmp_path):
+  results = _run("invariance", encoder_dir, tmp_path,
+                 **{"invariance.sweeps.rotation": (0.0, 90.0), "invariance.sweeps.hue": (0.0, 0.5),
+                    "invariance.sweeps.grayscale": (0.0, 1.0),
+                    "invariance.sweeps.crop_scale": (1.0, 0.5),
+                    "invariance.sweeps.blur": (0.0, 1.0)})["encoder"]
+  assert set(results) == {"rotation", "hue", "grayscale", "crop_scale", "flip", "blur"}
+  for sweep in results.values():
+    assert sweep["cosine"][0] == pytest.approx(1.0, abs=1e-5)   # identity first in each sweep
+    assert all(-1.0 <= c <= 1.0 + 1e-6 for c in sweep["cosine"])
 
 
 def test_stage_features_pool_the_stage_outputs(encoder_dir):

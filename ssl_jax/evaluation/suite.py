@@ -32,10 +32,12 @@ from ssl_jax.evaluation import features as features_lib
 from ssl_jax.evaluation import fine_tune as fine_tune_lib
 from ssl_jax.evaluation import few_shot as few_shot_lib
 from ssl_jax.evaluation import frozen
+from ssl_jax.evaluation import invariance as invariance_lib
 from ssl_jax.evaluation import knn as knn_lib
 from ssl_jax.evaluation import layer_probe
 from ssl_jax.evaluation import linear_probe as linear_probe_lib
 from ssl_jax.evaluation import metrics as metrics_lib
+from ssl_jax.evaluation import saliency as saliency_lib
 
 RESULTS_FILE = "results.json"
 RANDOM_INIT = "random_init"
@@ -295,6 +297,68 @@ def evaluate_fine_tune(context: Context, encoders: dict) -> Report:
   return Report(results, ("encoder", "labels", "examples", "top-1", "95% CI"), rows, [plot])
 
 
+def _float_pooled_fn(encoder):
+  """jit(float images in [0, 1]) -> pooled features: differentiable, variables as an argument."""
+  pooled = jax.jit(lambda variables, images: encoder.apply_unjitted(variables, images)["pooled"])
+  return lambda images: pooled(encoder.variables, images)
+
+
+def _sample_images(context: Context, split: str, count: int) -> np.ndarray:
+  """The first `count` images of `split` as floats in [0, 1]."""
+  batches = input_pipeline.eval_batches(context.config, split, count, count)
+  return np.asarray(next(iter(batches))["image"], np.float32) / 255.0
+
+
+def evaluate_saliency(context: Context, encoders: dict) -> Report:
+  config = context.config
+  section = config.saliency
+  images = _sample_images(context, section.split or config.data.test_split, section.num_images)
+  side = images.shape[1]
+  stride = section.occluder_stride or max(1, round(side / 56))   # 1 up to 84 px, 4 at 224 px
+  results, rows, plot_paths = {}, [], []
+  from ssl_jax.plots import evaluation as plots
+  for name, encoder in encoders.items():
+    feature_fn = _float_pooled_fn(encoder)
+    maps = {
+        "occlusion": saliency_lib.occlusion_saliency(
+            feature_fn, images, patch=min(section.occluder_size, side), stride=stride,
+            fill=encoder.mean),
+        "gradient": saliency_lib.gradient_saliency(feature_fn, images),
+    }
+    results[name] = {}
+    for kind, kind_maps in maps.items():
+      diffusion = saliency_lib.attentive_diffusion(kind_maps)
+      results[name][kind] = {"attentive_diffusion_percent": float(diffusion.mean()),
+                             "per_image": diffusion.tolist()}
+      rows.append((name, kind, f"{diffusion.mean():.1f}"))
+    results[name]["occluder"] = {"size": min(section.occluder_size, side), "stride": stride}
+    plot_paths.append(plots.saliency_overlays(context.path(f"saliency_{name}.png"), images, maps))
+  return Report(results, ("encoder", "saliency", "attentive diffusion %"), rows, plot_paths)
+
+
+def evaluate_invariance(context: Context, encoders: dict) -> Report:
+  config = context.config
+  section = config.invariance
+  images = _sample_images(context, section.split or config.data.test_split, section.num_images)
+  sweeps = {name: list(section.sweeps[name]) for name in section.sweeps}
+  for name in sweeps:
+    if name not in invariance_lib.TRANSFORMS:
+      raise config_validation.ConfigError(
+          f"invariance.sweeps has {name!r}; allowed: {list(invariance_lib.TRANSFORMS)}")
+  results, rows = {}, []
+  for name, encoder in encoders.items():
+    results[name] = invariance_lib.invariance_sweeps(_float_pooled_fn(encoder), images, sweeps)
+    for transform, sweep in results[name].items():
+      rows.append((name, transform, " ".join(f"{p:g}:{c:.3f}" for p, c in
+                                             zip(sweep["params"], sweep["cosine"]))))
+  from ssl_jax.plots import evaluation as plots
+  panels = {transform: {"x": sweeps[transform], "xlabel": transform,
+                        "series": {n: r[transform]["cosine"] for n, r in results.items()}}
+            for transform in sweeps}
+  plot = plots.panels_of_lines(context.path("invariance.png"), panels, "cosine f(x), f(T(x))")
+  return Report(results, ("encoder", "transform", "strength:cosine"), rows, [plot])
+
+
 Evaluation = Callable[[Context, dict], Report]
 EVALUATIONS: dict[str, Evaluation] = {
     "linear": evaluate_linear,
@@ -303,6 +367,8 @@ EVALUATIONS: dict[str, Evaluation] = {
     "layers": evaluate_layers,
     "cka": evaluate_cka,
     "fine_tune": evaluate_fine_tune,
+    "saliency": evaluate_saliency,
+    "invariance": evaluate_invariance,
 }
 
 
