@@ -15,7 +15,7 @@ import pytest
 
 import ssl_jax
 from configs import common
-from ssl_jax import export
+from ssl_jax import config_validation, export
 from ssl_jax.evaluation import features, suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,18 +151,25 @@ def test_every_evaluation_has_a_config():
   assert names == set(suite.EVALUATIONS)
 
 
-def test_cli_runs_an_evaluation_and_rejects_a_missing_encoder(encoder_dir, tmp_path):
+def test_cli_runs_an_evaluation(encoder_dir, tmp_path):
   command = [sys.executable, os.path.join(REPO, "main.py"), "--mode=eval",
-             "--config=" + os.path.join(EVAL_CONFIGS, "knn.py") + ":digits,tiny"]
-  result = subprocess.run(command + [f"--config.encoder={encoder_dir}", "--workdir=out",
-                                     "--config.knn.ks=(5,)"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+             "--config=" + os.path.join(EVAL_CONFIGS, "knn.py") + ":digits,tiny",
+             f"--config.encoder={encoder_dir}", "--workdir=out", "--config.knn.ks=(5,)"]
+  result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "top-1 k=5" in result.stdout and "random_init" in result.stdout
   assert (tmp_path / "out" / "results.json").exists() and (tmp_path / "out" / "knn.png").exists()
 
-  missing = subprocess.run(command + ["--workdir=out2"], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=120)
-  assert missing.returncode == 2
-  assert "config.encoder is empty" in missing.stderr
-  assert not (tmp_path / "out2").exists()
+
+@pytest.mark.parametrize("field, value, message", [
+    ("encoder", "", "config.encoder is empty"),
+    ("evaluation", "probe", r"unknown evaluation 'probe'; allowed: \['cka', 'few_shot'"),
+    ("data.source", "ftp", r"data.source='ftp' is not allowed"),
+])
+def test_bad_input_is_a_config_error_before_any_work(encoder_dir, tmp_path, field, value,
+                                                     message):
+  # main.py turns a ConfigError into its message on stderr and exit status 2.
+  config = _eval_config("knn", **{"encoder": encoder_dir, field: value})
+  with pytest.raises(config_validation.ConfigError, match=message):
+    suite.run_evaluation(config, str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
