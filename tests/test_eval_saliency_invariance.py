@@ -83,6 +83,15 @@ def test_an_invariant_encoder_has_invariance_one():
   assert sensitive["flip"]["cosine"][1] < 0.5
 
 
+def test_different_images_cosine_is_the_mean_over_shifted_pairs():
+  images = _images(5)
+  features = np.array(_flatten_encoder(jnp.asarray(images)))
+  features = features / np.linalg.norm(features, axis=1, keepdims=True)
+  expected = np.mean([features[i] @ features[i - 1] for i in range(5)])
+  assert invariance.different_images_cosine(_flatten_encoder, images) == pytest.approx(
+      expected, abs=1e-5)
+
+
 def test_transforms_at_zero_strength_are_the_identity():
   images = jnp.asarray(_images(2))
   for name, identity in [("rotation", 0.0), ("hue", 0.0), ("grayscale", 0.0),

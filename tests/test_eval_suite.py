@@ -125,8 +125,10 @@ def test_invariance(encoder_dir, tmp_path):
                     "invariance.sweeps.grayscale": (0.0, 1.0),
                     "invariance.sweeps.crop_scale": (1.0, 0.5),
                     "invariance.sweeps.blur": (0.0, 1.0)})["encoder"]
-  assert set(results) == {"rotation", "hue", "grayscale", "crop_scale", "flip", "blur"}
-  for sweep in results.values():
+  assert set(results["transforms"]) == {"rotation", "hue", "grayscale", "crop_scale", "flip",
+                                        "blur"}
+  assert -1.0 <= results["different_images_cosine"] < 1.0
+  for sweep in results["transforms"].values():
     assert sweep["cosine"][0] == pytest.approx(1.0, abs=1e-5)   # identity first in each sweep
     assert all(-1.0 <= c <= 1.0 + 1e-6 for c in sweep["cosine"])
 

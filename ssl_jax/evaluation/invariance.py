@@ -10,6 +10,10 @@ input_pipeline/device_augment.py):
   crop_scale  central crop of this fraction of the area, resized back to full size
   flip        1: horizontal flip
   blur        Gaussian sigma in pixels
+
+A cosine near 1 is only meaningful next to the cosine between *different* images
+(`different_images_cosine`): features that all point one way (e.g. a random-init network's)
+score high on every transform without being invariant in any useful sense.
 """
 
 from __future__ import annotations
@@ -88,6 +92,12 @@ def mean_cosine(feature_fn: FeatureFn, images: jax.Array, transformed: jax.Array
     features = feature_fn(x)
     return features / jnp.maximum(jnp.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
   return float(jnp.mean(jnp.sum(normalised(images) * normalised(transformed), axis=-1)))
+
+
+def different_images_cosine(feature_fn: FeatureFn, images: np.ndarray) -> float:
+  """Mean cosine between the features of different images (each image against the next)."""
+  images = jnp.asarray(images, jnp.float32)
+  return mean_cosine(feature_fn, images, jnp.roll(images, 1, axis=0))
 
 
 def invariance_sweeps(feature_fn: FeatureFn, images: np.ndarray,

@@ -347,13 +347,19 @@ def evaluate_invariance(context: Context, encoders: dict) -> Report:
           f"invariance.sweeps has {name!r}; allowed: {list(invariance_lib.TRANSFORMS)}")
   results, rows = {}, []
   for name, encoder in encoders.items():
-    results[name] = invariance_lib.invariance_sweeps(_float_pooled_fn(encoder), images, sweeps)
-    for transform, sweep in results[name].items():
+    feature_fn = _float_pooled_fn(encoder)
+    results[name] = {
+        "transforms": invariance_lib.invariance_sweeps(feature_fn, images, sweeps),
+        "different_images_cosine": invariance_lib.different_images_cosine(feature_fn, images)}
+    for transform, sweep in results[name]["transforms"].items():
       rows.append((name, transform, " ".join(f"{p:g}:{c:.3f}" for p, c in
                                              zip(sweep["params"], sweep["cosine"]))))
+    rows.append((name, "(different images)", f"{results[name]['different_images_cosine']:.3f}"))
   from ssl_jax.plots import evaluation as plots
   panels = {transform: {"x": sweeps[transform], "xlabel": transform,
-                        "series": {n: r[transform]["cosine"] for n, r in results.items()}}
+                        "series": {n: r["transforms"][transform]["cosine"]
+                                   for n, r in results.items()},
+                        "baselines": {n: r["different_images_cosine"] for n, r in results.items()}}
             for transform in sweeps}
   plot = plots.panels_of_lines(context.path("invariance.png"), panels, "cosine f(x), f(T(x))")
   return Report(results, ("encoder", "transform", "strength:cosine"), rows, [plot])

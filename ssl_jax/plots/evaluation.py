@@ -42,16 +42,21 @@ def lines(path: str, title: str, xlabel: str, ylabel: str, x_values, series: dic
 
 
 def panels_of_lines(path: str, panels: dict[str, dict], ylabel: str) -> str:
-  """One panel per entry: {'x': [...], 'xlabel': str, 'series': {name: [...]}}."""
+  """One panel per entry: {'x': [...], 'xlabel': str, 'series': {name: [...]}} and optionally
+  'baselines': {name: value}, drawn as a dashed line in the series' colour."""
   figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
   for axis, (title, panel) in zip(axes[0], panels.items()):
     for name, values in panel["series"].items():
-      axis.plot(panel["x"], values, marker="o", label=name)
+      line, = axis.plot(panel["x"], values, marker="o", label=name)
+      if name in panel.get("baselines", {}):
+        axis.axhline(panel["baselines"][name], color=line.get_color(), linestyle="--",
+                     linewidth=1)
     axis.set_title(title)
     axis.set_xlabel(panel["xlabel"])
     axis.set_ylim(min(0.0, axis.get_ylim()[0]), 1.02)
   axes[0][0].set_ylabel(ylabel)
-  axes[0][-1].legend(fontsize="small")
+  axes[0][-1].legend(fontsize="small", title="dashed: different images"
+                     if any(p.get("baselines") for p in panels.values()) else None)
   return save(figure, path)
 
 
