@@ -7,8 +7,6 @@ import os
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest

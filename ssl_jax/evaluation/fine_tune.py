@@ -17,7 +17,6 @@ The labelled subset and the test split are held in host memory (fine for digits 
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import flax.linen as nn

@@ -58,9 +58,6 @@ class Context:
   mesh: jax.sharding.Mesh
   workdir: str
 
-  def split(self, name: str) -> str:
-    return name or self.config.data.test_split
-
   def features(self, encoder, split: str, apply_fn=None):
     """(features, labels) of `split`; features are pooled unless `apply_fn` says otherwise."""
     return frozen.split_features(encoder, self.config, self.mesh, split, apply_fn=apply_fn,
