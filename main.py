@@ -5,6 +5,8 @@ r"""ssl-jax entry point: pretrain (and evaluate) a config, or export the encoder
   python main.py --config=configs/moco_v2.py:digits --config.optim.base_lr=0.1 --workdir=runs/lr0.1
   python main.py --config=configs/moco_v2.py:digits --workdir=runs/moco --mode=export
   python main.py --workdir=runs/moco --mode=plot     # PNG plots of what the run recorded
+  python main.py --mode=eval --config=configs/eval/linear.py:digits \
+      --config.encoder=runs/moco/encoder --workdir=runs/moco/eval/linear   # see configs/eval/
   python main.py --mode=convert --checkpoint=moco_v2_800ep_pretrain.pth.tar --source=mocov2_r50 \
       --workdir=converted/mocov2                     # a PyTorch checkpoint -> WORKDIR/encoder
 
@@ -33,11 +35,13 @@ config_flags.DEFINE_config_file(
     "--config.<field>=<value>.", lock_config=True)
 flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, TensorBoard events, "
                     "the exported encoder and summary.json (relative paths are fine).")
-flags.DEFINE_enum("mode", "train", ["train", "export", "plot", "convert"],
+flags.DEFINE_enum("mode", "train", ["train", "export", "plot", "eval", "convert"],
                   "train: pretrain (resuming if possible), export, evaluate. export: write the "
                   "encoder of the latest checkpoint in --workdir to WORKDIR/encoder. plot: draw "
-                  "the run's recorded metrics and analysis signals to WORKDIR/plots/*.png. "
-                  "convert: a PyTorch checkpoint (--checkpoint, --source) to WORKDIR/encoder.")
+                  "the run's recorded metrics and analysis signals to WORKDIR/plots/*.png. eval: "
+                  "run the evaluation config (configs/eval/*.py) on its --config.encoder, writing "
+                  "WORKDIR/results.json and plots. convert: a PyTorch checkpoint (--checkpoint, "
+                  "--source) to WORKDIR/encoder.")
 # --mode=convert (see ssl_jax/torch_import and the README's list of sources).
 flags.DEFINE_string("checkpoint", None, "convert: the .pth / .pth.tar / .safetensors file.")
 flags.DEFINE_string("source", None, "convert: the checkpoint family, e.g. mocov2_r50, swav_r50, "
@@ -108,6 +112,9 @@ def main(argv):
       from ssl_jax import plots
       for path in plots.write_plots(flags.FLAGS.workdir):
         print(f"wrote {path}")
+    elif flags.FLAGS.mode == "eval":
+      from ssl_jax.evaluation import suite
+      suite.run_evaluation(config, flags.FLAGS.workdir)
     elif flags.FLAGS.mode == "convert":
       from ssl_jax import torch_import
       path, report = torch_import.convert_checkpoint(

@@ -61,16 +61,10 @@ AUGMENTATIONS = {
 }
 
 
-def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
-  """The experiment fields shared by all objectives; objective configs fill in the rest and end
-  with `finish(config, tiny)`."""
+def data_config(dataset: str) -> ml_collections.ConfigDict:
+  """`config.data` of a dataset preset (shared by the objective and evaluation configs)."""
   preset = DATASETS[dataset]
-  config = ml_collections.ConfigDict()
-  config.name = f"{objective}:{dataset}"
-  config.objective = objective
-  config.seed = 0
-
-  config.data = ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(dict(
       name=dataset,
       source=preset["source"],
       tfds_name=preset.get("tfds_name", ""),
@@ -85,6 +79,18 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
       num_workers=0,                  # grain worker processes (0 = in the main process)
       shuffle_seed=0,
   ))
+
+
+def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
+  """The experiment fields shared by all objectives; objective configs fill in the rest and end
+  with `finish(config, tiny)`."""
+  preset = DATASETS[dataset]
+  config = ml_collections.ConfigDict()
+  config.name = f"{objective}:{dataset}"
+  config.objective = objective
+  config.seed = 0
+
+  config.data = data_config(dataset)
   config.augment = ml_collections.ConfigDict(dict(AUGMENTATIONS["moco_v2"]))
   config.augment.blur_kernel_fraction = 0.1   # blur kernel = 10% of the image side (as the papers)
   config.augment.photometric = True   # False: no colour/blur/solarize on the device (benchmarks)

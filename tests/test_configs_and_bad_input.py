@@ -17,6 +17,11 @@ CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(R
                       if not os.path.basename(p).startswith(("common", "__")))
 
 
+EVAL_CONFIG_FILES = sorted(
+    os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "configs", "eval", "*.py"))
+    if not os.path.basename(p).startswith(("common", "__")))
+
+
 def _config(name: str, arg: str = "digits,tiny") -> ml_collections.ConfigDict:
   return importlib.import_module(f"configs.{name}").get_config(arg)
 
@@ -36,6 +41,19 @@ def test_every_config_builds_and_validates(name, dataset, tiny):
   config_validation.validate_config(config, num_devices=8, process_count=1)
   module = importlib.import_module(f"configs.{name}")
   assert f"configs/{name}.py:" in module.__doc__, "the docstring must hold the run command"
+
+
+@pytest.mark.parametrize("name", EVAL_CONFIG_FILES)
+@pytest.mark.parametrize("dataset", sorted(common.DATASETS))
+@pytest.mark.parametrize("tiny", [False, True])
+def test_every_eval_config_builds(name, dataset, tiny):
+  config = importlib.import_module(f"configs.eval.{name}").get_config(
+      dataset + (",tiny" if tiny else ""))
+  assert config.evaluation == name and name in config
+  assert config.data.name == dataset and config.encoder == ""
+  module = importlib.import_module(f"configs.eval.{name}")
+  assert f"configs/eval/{name}.py:" in module.__doc__, "the docstring must hold the run command"
+  assert "--mode=eval" in module.__doc__
 
 
 @pytest.mark.parametrize("name", CONFIG_FILES)

@@ -1,4 +1,4 @@
-"""Batched, sharded extraction of frozen pooled features from an encoder.
+"""Batched, sharded extraction of frozen features from an encoder (pooled or per stage).
 
 Every batch is padded to one fixed size (a multiple of the device count) so the feature function
 compiles once and its batch splits evenly over the mesh; padding rows are dropped on the host.
@@ -6,9 +6,10 @@ compiles once and its batch splits evenly over the mesh; padding rows are droppe
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
@@ -21,15 +22,17 @@ def padded_batch_size(batch_size: int, mesh: Mesh) -> int:
 
 
 def extract_features(
-    apply_fn: Callable[[jax.Array], jax.Array],
+    apply_fn: Callable[[jax.Array], Any],
     batches: Iterable[dict[str, np.ndarray]],
     mesh: Mesh,
     batch_size: int,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[Any, np.ndarray]:
   """Runs `apply_fn(uint8 images) -> (N, D) features` over `batches` ({'image', 'label'}).
 
-  `apply_fn` should be jitted by the caller; here each batch is padded to `batch_size` rows
-  (rounded up to the device count) and laid out over the mesh's batch axes."""
+  `apply_fn` may also return a pytree (e.g. a dict of per-stage features); the result then has the
+  same structure with every leaf concatenated over batches. `apply_fn` should be jitted by the
+  caller; here each batch is padded to `batch_size` rows (rounded up to the device count) and
+  laid out over the mesh's batch axes."""
   padded_size = padded_batch_size(batch_size, mesh)
   sharding = sharding_lib.batch_sharding(mesh)
   features, labels = [], []
@@ -40,8 +43,47 @@ def extract_features(
       raise ValueError(f"eval batch of {count} exceeds the feature batch size {padded_size}")
     padding = np.zeros((padded_size - count,) + images.shape[1:], images.dtype)
     device_images = jax.device_put(np.concatenate([images, padding]), sharding)
-    features.append(np.asarray(apply_fn(device_images))[:count])
+    outputs = jax.device_get(apply_fn(device_images))
+    features.append(jax.tree.map(lambda leaf, count=count: np.asarray(leaf)[:count], outputs))
     labels.append(np.asarray(batch["label"]))
   if not features:
     raise ValueError("no examples to extract features from (empty split?)")
-  return np.concatenate(features).astype(np.float32), np.concatenate(labels).astype(np.int32)
+  stacked = jax.tree.map(lambda *leaves: np.concatenate(leaves).astype(np.float32), *features)
+  return stacked, np.concatenate(labels).astype(np.int32)
+
+
+def spatial_pool(feature_map: jax.Array, size: int) -> jax.Array:
+  """(N, H, W, C) -> (N, size * size * C): the map averaged onto a size x size grid
+  (size 1 is global average pooling). Area averaging when H, W are multiples of size; otherwise
+  antialiased linear resizing, which approximates it."""
+  batch, height, width, channels = feature_map.shape
+  feature_map = feature_map.astype(jnp.float32)
+  if size == 1:
+    return jnp.mean(feature_map, axis=(1, 2))
+  if height % size == 0 and width % size == 0:
+    blocks = feature_map.reshape(batch, size, height // size, size, width // size, channels)
+    pooled = blocks.mean(axis=(2, 4))
+  else:
+    pooled = jax.image.resize(feature_map, (batch, size, size, channels), "linear",
+                              antialias=True)
+  return pooled.reshape(batch, -1)
+
+
+def stage_feature_fn(encoder, spatial_size: int = 0) -> Callable[[jax.Array], dict]:
+  """jit(images) -> {'stage1'..'stage4': globally pooled stage outputs, 'pooled'} and, with
+  spatial_size > 0, also 'stage<i>_s<size>': each stage pooled onto a size x size grid."""
+  if spatial_size < 0:
+    raise ValueError(f"spatial_size must be >= 0 (0: global pooling only), got {spatial_size}")
+
+  def features(variables, images):
+    outputs = encoder.apply_unjitted(variables, images)
+    result = {"pooled": outputs["pooled"]}
+    for index, stage in enumerate(outputs["stages"], start=1):
+      result[f"stage{index}"] = spatial_pool(stage, 1)
+      if spatial_size > 0:
+        result[f"stage{index}_s{spatial_size}"] = spatial_pool(stage, spatial_size)
+    return result
+
+  # Variables are an argument, not constants baked into the compiled program.
+  jitted = jax.jit(features)
+  return lambda images: jitted(encoder.variables, images)

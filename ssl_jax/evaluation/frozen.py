@@ -12,11 +12,19 @@ from ssl_jax.evaluation import knn as knn_lib
 from ssl_jax.evaluation import linear_probe as linear_probe_lib
 
 
-def split_features(encoder, config: ml_collections.ConfigDict, mesh: Mesh, split: str):
-  """Pooled features and labels of a whole split (capped by config.eval.max_examples)."""
-  batch_size = features_lib.padded_batch_size(config.eval.batch_size, mesh)
-  batches = input_pipeline.eval_batches(config, split, batch_size, config.eval.max_examples)
-  return features_lib.extract_features(encoder.pooled, batches, mesh, batch_size)
+def split_features(encoder, config: ml_collections.ConfigDict, mesh: Mesh, split: str, *,
+                   apply_fn=None, batch_size: int | None = None,
+                   max_examples: int | None = None):
+  """Features and labels of a whole split (capped by config.eval.max_examples).
+
+  `apply_fn` (default: the encoder's pooled features) may return a dict of features, e.g.
+  `features.stage_feature_fn(encoder)`; `batch_size` and `max_examples` override
+  config.eval's (the evaluation configs keep them at top level)."""
+  batch_size = config.eval.batch_size if batch_size is None else batch_size
+  max_examples = config.eval.max_examples if max_examples is None else max_examples
+  batch_size = features_lib.padded_batch_size(batch_size, mesh)
+  batches = input_pipeline.eval_batches(config, split, batch_size, max_examples)
+  return features_lib.extract_features(apply_fn or encoder.pooled, batches, mesh, batch_size)
 
 
 def evaluate_frozen(encoder, config: ml_collections.ConfigDict, mesh: Mesh, *,

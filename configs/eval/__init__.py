@@ -1,0 +1,1 @@
+"""Evaluation configs: one per evaluation, run with `python main.py --mode=eval`."""

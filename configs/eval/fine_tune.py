@@ -1,0 +1,29 @@
+r"""Fine-tuning with 1 %, 10 % and 100 % of the training labels (stratified, seeded, nested
+subsets): the whole encoder plus a linear head, SGD with Nesterov momentum 0.9 and a cosine
+schedule, no weight decay (as SimCLR's semi-supervised protocol); test top-1 with a 95 %
+percentile-bootstrap interval. Each fine-tuned backbone is exported to
+WORKDIR/fine_tuned_<pct>pct/ (an encoder directory: CKA can compare it with the pretrained one).
+
+Run:
+  python main.py --mode=eval --config=configs/eval/fine_tune.py:digits \
+      --config.encoder=runs/default/encoder --workdir=runs/default/eval/fine_tune
+"""
+
+import ml_collections
+
+from configs.eval import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config, tiny = common.eval_config("fine_tune", arg)
+  config.fine_tune = ml_collections.ConfigDict(dict(
+      label_fractions=(0.1, 1.0) if tiny else (0.01, 0.1, 1.0),
+      steps=30 if tiny else 500,     # per fraction
+      batch_size=32 if tiny else 64,   # capped by the subset size
+      learning_rate=0.05,
+      momentum=0.9,
+      weight_decay=0.0,
+      bootstrap_samples=200 if tiny else 1000,
+      export_encoders=True,
+  ))
+  return config

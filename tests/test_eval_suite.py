@@ -1,0 +1,175 @@
+"""The evaluation suite end to end: every evaluation runs on an exported encoder through the same
+entry point as `python main.py --mode=eval`, writes results.json and its plots, and the CLI
+reports bad input clearly."""
+
+import json
+import os
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+
+import ssl_jax
+from configs import common
+from ssl_jax import config_validation, export
+from ssl_jax.evaluation import features, suite
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EVAL_CONFIGS = os.path.join(REPO, "configs", "eval")
+
+
+def _eval_config(name, **overrides):
+  import importlib
+  config = importlib.import_module(f"configs.eval.{name}").get_config("digits,tiny")
+  for key, value in overrides.items():
+    *sections, field = key.split(".")
+    node = config
+    for section in sections:
+      node = node[section]
+    node[field] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+  """A freshly initialised small encoder, exported the way a run exports its encoder."""
+  model_config = ml_collections.ConfigDict(dict(name="resnet10", stem="cifar", width=4,
+                                                dtype="float32"))
+  template = export.Encoder(model_config, None, 16, common.DIGITS_MEAN, common.DIGITS_STD, {})
+  variables = suite.random_init_encoder(template, seed=1).variables
+  return export.export_encoder(str(tmp_path_factory.mktemp("run") / "encoder"),
+                               model_config=model_config, variables=variables, image_size=16,
+                               mean=common.DIGITS_MEAN, std=common.DIGITS_STD,
+                               metadata={"objective": "test"})
+
+
+def _run(name, encoder_dir, workdir, **overrides):
+  config = _eval_config(name, **{"encoder": encoder_dir, "random_init_baseline": False,
+                                 **overrides})
+  summary = suite.run_evaluation(config, str(workdir), print_table=False)
+  written = json.loads((workdir / "results.json").read_text())
+  assert written["results"] == json.loads(json.dumps(summary["results"]))
+  assert written["evaluation"] == name and written["dataset"] == "digits"
+  for plot in written["plots"]:
+    assert (workdir / plot).stat().st_size > 1000   # a PNG with content
+  assert written["plots"]
+  return written["results"]
+
+
+def test_linear_probe_on_both_encoders(encoder_dir, tmp_path):
+  results = _run("linear", encoder_dir, tmp_path, random_init_baseline=True)
+  assert set(results) == {"encoder", "random_init"}
+  for probe in results.values():
+    assert 0.5 < probe["top1"] <= 1.0        # digits: a random conv net is far above chance
+    assert 1e-6 <= probe["l2"] <= 1e5
+  table = json.loads((tmp_path / "results.json").read_text())["table"]
+  assert "random_init" in table and "top-1" in table
+
+
+def test_knn(encoder_dir, tmp_path):
+  results = _run("knn", encoder_dir, tmp_path)["encoder"]
+  assert set(results) == {"top1_k20", "top1_k200"}
+  assert all(0.3 < v <= 1.0 for v in results.values())
+
+
+def test_few_shot(encoder_dir, tmp_path):
+  results = _run("few_shot", encoder_dir, tmp_path)["encoder"]
+  assert set(results) == {"5way_1shot", "5way_5shot"}
+  assert 0.2 < results["5way_1shot"]["mean"] < results["5way_5shot"]["mean"] <= 1.0
+  assert results["5way_1shot"]["episodes"] == 20
+
+
+def test_layers(encoder_dir, tmp_path):
+  # (Spatial pooling onto a grid: test_stage_features_pool_the_stage_outputs.)
+  results = _run("layers", encoder_dir, tmp_path)["encoder"]
+  assert list(results) == ["stage1", "stage2", "stage3", "stage4"]
+  assert all(0.2 < probe["top1"] <= 1.0 for probe in results.values())
+
+
+def test_cka_against_itself_has_a_unit_diagonal(encoder_dir, tmp_path):
+  results = _run("cka", encoder_dir, tmp_path, **{"cka.other_encoder": ""})
+  for kernel in ("linear", "rbf"):
+    matrix = np.asarray(results["kernels"][kernel]["matrix"])
+    assert matrix.shape == (4, 4)
+    np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-5)
+    np.testing.assert_allclose(matrix, matrix.T, atol=1e-5)
+    assert results["kernels"][kernel]["num_subsets"] == 5
+
+
+def test_fine_tune_exports_the_tuned_encoder(encoder_dir, tmp_path):
+  results = _run("fine_tune", encoder_dir, tmp_path)["encoder"]
+  assert list(results) == ["10%", "100%"]
+  assert results["10%"]["labelled_examples"] < results["100%"]["labelled_examples"] == 512
+  for entry in results.values():
+    lower, upper = entry["top1_ci95"]
+    assert lower <= entry["top1"] <= upper
+    assert ssl_jax.load_encoder(entry["encoder_dir"]).image_size == 16
+  assert results["100%"]["top1"] > 0.3   # learns above chance (0.1) in 30 steps
+
+
+def test_saliency(encoder_dir, tmp_path):
+  results = _run("saliency", encoder_dir, tmp_path)["encoder"]
+  assert results["occluder"] == {"size": 10, "stride": 1}
+  for kind in ("occlusion", "gradient"):
+    assert len(results[kind]["per_image"]) == 4
+    assert 0.0 < results[kind]["attentive_diffusion_percent"] < 100.0
+
+
+def test_invariance(encoder_dir, tmp_path):
+  results = _run("invariance", encoder_dir, tmp_path,
+                 **{"invariance.sweeps.rotation": (0.0, 90.0), "invariance.sweeps.hue": (0.0, 0.5),
+                    "invariance.sweeps.grayscale": (0.0, 1.0),
+                    "invariance.sweeps.crop_scale": (1.0, 0.5),
+                    "invariance.sweeps.blur": (0.0, 1.0)})["encoder"]
+  assert set(results["transforms"]) == {"rotation", "hue", "grayscale", "crop_scale", "flip",
+                                        "blur"}
+  assert -1.0 <= results["different_images_cosine"] < 1.0
+  for sweep in results["transforms"].values():
+    assert sweep["cosine"][0] == pytest.approx(1.0, abs=1e-5)   # identity first in each sweep
+    assert all(-1.0 <= c <= 1.0 + 1e-6 for c in sweep["cosine"])
+
+
+def test_stage_features_pool_the_stage_outputs(encoder_dir):
+  encoder = ssl_jax.load_encoder(encoder_dir)
+  images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+  outputs = encoder(images)
+  got = features.stage_feature_fn(encoder, spatial_size=2)(images)
+  for index, stage in enumerate(outputs["stages"], start=1):
+    stage = np.asarray(stage)
+    np.testing.assert_allclose(got[f"stage{index}"], stage.mean(axis=(1, 2)), atol=1e-5)
+    h, w = stage.shape[1:3]
+    quadrant = stage[:, :h // 2, w // 2:].mean(axis=(1, 2))   # grid cell (0, 1)
+    cells = np.asarray(got[f"stage{index}_s2"]).reshape(4, 2, 2, -1)
+    np.testing.assert_allclose(cells[:, 0, 1], quadrant, atol=1e-5)
+
+
+def test_every_evaluation_has_a_config():
+  names = {f[:-3] for f in os.listdir(EVAL_CONFIGS)
+           if f.endswith(".py") and not f.startswith(("common", "__"))}
+  assert names == set(suite.EVALUATIONS)
+
+
+def test_cli_runs_an_evaluation(encoder_dir, tmp_path):
+  command = [sys.executable, os.path.join(REPO, "main.py"), "--mode=eval",
+             "--config=" + os.path.join(EVAL_CONFIGS, "knn.py") + ":digits,tiny",
+             f"--config.encoder={encoder_dir}", "--workdir=out", "--config.knn.ks=(5,)"]
+  result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "top-1 k=5" in result.stdout and "random_init" in result.stdout
+  assert (tmp_path / "out" / "results.json").exists() and (tmp_path / "out" / "knn.png").exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("encoder", "", "config.encoder is empty"),
+    ("evaluation", "probe", r"unknown evaluation 'probe'; allowed: \['cka', 'few_shot'"),
+    ("data.source", "ftp", r"data.source='ftp' is not allowed"),
+])
+def test_bad_input_is_a_config_error_before_any_work(encoder_dir, tmp_path, field, value,
+                                                     message):
+  # main.py turns a ConfigError into its message on stderr and exit status 2.
+  config = _eval_config("knn", **{"encoder": encoder_dir, field: value})
+  with pytest.raises(config_validation.ConfigError, match=message):
+    suite.run_evaluation(config, str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
