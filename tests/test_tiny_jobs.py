@@ -17,6 +17,7 @@ import pytest
 
 import ssl_jax
 from ssl_jax import checkpointing, train
+from ssl_jax.evaluation import suite
 from ssl_jax.objectives import OBJECTIVES
 
 DEFAULT_OBJECTIVE = "moco_v2"
@@ -93,6 +94,28 @@ def test_bfloat16_compute_trains_as_well_as_float32(tiny_run, tmp_path_factory):
   assert bfloat16["linear_top1"] >= float32["linear_top1"] - MAX_BFLOAT16_SHORTFALL, (
       bfloat16, float32)
   assert bfloat16["knn_top1"] >= summary["eval"]["random_init_data_bn"]["knn_top1"] + MIN_KNN_GAIN
+
+
+@pytest.mark.xdist_group(f"tiny_{DEFAULT_OBJECTIVE}")
+@pytest.mark.parametrize("objective", [DEFAULT_OBJECTIVE])
+def test_every_evaluation_runs_on_the_pretrained_tiny_encoder(tiny_run, tmp_path):
+  """Pretrain (the tiny job), export, then every evaluation of configs/eval/ in its tiny setting
+  on the exported encoder, as `python main.py --mode=eval` runs them."""
+  _, _, workdir, _ = tiny_run
+  for name in sorted(suite.EVALUATIONS):
+    config = importlib.import_module(f"configs.eval.{name}").get_config("digits,tiny")
+    config.encoder = os.path.join(workdir, "encoder")
+    # The random-init baseline doubles the work; the linear probe keeps it, as evidence.
+    config.random_init_baseline = name == "linear"
+    out = tmp_path / name
+    summary = suite.run_evaluation(config, str(out), print_table=False)
+    written = json.loads((out / "results.json").read_text())
+    assert written["evaluation"] == name and written["results"]["encoder"], name
+    assert written["plots"] and all((out / plot).stat().st_size > 1000
+                                    for plot in written["plots"]), name
+    if name == "linear":
+      trained, random_weights = summary["results"]["encoder"], summary["results"]["random_init"]
+      assert trained["top1"] > random_weights["top1"], (trained, random_weights)
 
 
 @TINY_RUNS
