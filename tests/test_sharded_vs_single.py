@@ -27,6 +27,11 @@ def test_twenty_steps_on_8_devices_match_1_device(objective):
   # 1.2e-7 without). The augmentation's own layout independence is tested in
   # test_device_augment.py.
   overrides["augment.photometric"] = False
+  if objective in ("byol", "simsiam"):
+    # Without negatives, the predictor's cosine regression is the least well conditioned at
+    # init: at rate 0.05 the layouts' last-bit differences grew to 5.5e-4 (BYOL) and 2.9e-3
+    # (SimSiam) in 20 steps on this machine's jaxlib; at 0.01, 1.2e-7 and 6e-8 (measured).
+    overrides["optim.base_lr"] = 0.01
   if objective in ("directpred", "directcopy"):
     # Their paper presets use plain SGD, under which 20 steps amplify the layouts' ~1e-7
     # reduction-order difference to ~2e-3 (measured; BYOL with the same SGD and augmentation
