@@ -25,6 +25,11 @@ def small_config(objective: str, dataset: str = "digits", **overrides) -> ml_col
     config.objective_config.queue_size = 256
   if "start_epoch" in config.objective_config:  # MoCo + FT: mix from the first of a few steps
     config.objective_config.start_epoch = 0
+  return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  """Sets each dotted field ('optim.base_lr') of `config` to its value, as --config.x=y does."""
   for dotted, value in overrides.items():
     *path, key = dotted.split(".")
     node = config

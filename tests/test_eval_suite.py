@@ -13,6 +13,7 @@ import pytest
 
 import ssl_jax
 from configs import common
+from engine_helpers import apply_overrides
 from ssl_jax import config_validation, export
 from ssl_jax.evaluation import features, suite
 
@@ -23,13 +24,7 @@ EVAL_CONFIGS = os.path.join(REPO, "configs", "eval")
 def _eval_config(name, **overrides):
   import importlib
   config = importlib.import_module(f"configs.eval.{name}").get_config("digits,tiny")
-  for key, value in overrides.items():
-    *sections, field = key.split(".")
-    node = config
-    for section in sections:
-      node = node[section]
-    node[field] = value
-  return config
+  return apply_overrides(config, overrides)
 
 
 @pytest.fixture(scope="module")
