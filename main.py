@@ -12,6 +12,10 @@ r"""ssl-jax entry point: pretrain (and evaluate) a config, or export the encoder
 
 Running the same command again resumes from the latest checkpoint in --workdir. SIGTERM saves a
 checkpoint and exits with status 143.
+
+Several processes (hosts) run the same command; they find each other from SLURM / Open MPI /
+Cloud TPU environment variables, or from --coordinator_address, --num_processes and --process_id
+(see the README's "Launching" section).
 """
 
 from __future__ import annotations
@@ -50,6 +54,13 @@ flags.DEFINE_string("source", None, "convert: the checkpoint family, e.g. mocov2
 flags.DEFINE_string("arch", None, "convert: backbone override (resnet18, resnet50, densenet121).")
 flags.DEFINE_string("key_prefix", None, "convert: prefix in front of the torchvision names, "
                     "overriding the source's (e.g. 'module.encoder_q.').")
+
+# Multi-process launches (ssl_jax/distributed.py); unset: read from the cluster environment, if any.
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordination service "
+                    "(multi-process launch without SLURM/MPI/TPU environment).")
+flags.DEFINE_integer("num_processes", None, "Number of processes of the job (with "
+                     "--coordinator_address and --process_id).")
+flags.DEFINE_integer("process_id", None, "This process's index in [0, --num_processes).")
 
 EXIT_BAD_INPUT = 2
 EXIT_PREEMPTED = 143   # 128 + SIGTERM, what schedulers expect of a terminated job
@@ -101,8 +112,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # Imported here so that --help and flag errors do not pay for jax.
-  from ssl_jax import config_validation, train
+  from ssl_jax import config_validation, distributed, train
   from ssl_jax.torch_import.errors import ConversionError
+
+  if flags.FLAGS.mode in ("train", "export", "eval"):
+    try:   # before anything creates a JAX backend
+      distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
+                             flags.FLAGS.process_id)
+    except ValueError as error:
+      print(f"error: {error}", file=sys.stderr)
+      sys.exit(EXIT_BAD_INPUT)
 
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("absl").setLevel(std_logging.WARNING)

@@ -1,14 +1,21 @@
 """grain pipelines: the infinite two-view training stream and finite, ordered evaluation batches.
 
-Training (per process):
+Training:
 
-  source -> this process's shard -> shuffle (reshuffled every epoch) -> repeat forever
-    -> two independently cropped/flipped views per image -> batch (uint8) -> iterator
+  source -> shuffle (reshuffled every epoch) -> repeat forever
+    -> two independently cropped/flipped views per image -> blocks of B_local (uint8)
+    -> every process_count-th block, starting at process_index -> iterator
 
-Everything up to the batch is a `grain.MapDataset`, i.e. indexable: the element at stream
-position `p` is a pure function of (seed, process_index, process_count, p). Hence the iterator's
-state is just a position (plus worker bookkeeping with `mp_prefetch`), it is JSON-serialisable, and
-a restored iterator continues bitwise identically to an uninterrupted one.
+One global stream is defined for the whole job, and global batch `s` is its blocks
+s*P .. s*P + P-1, block p read (decoded, cropped) by process p alone. So each process reads only
+its own examples, no example is in two processes' batches, and the global batch of every step is
+the same whatever the number of processes: an 8-device run on 2 processes trains exactly like
+one on a single process.
+
+Everything up to the iterator is a `grain.MapDataset`, i.e. indexable: the element at stream
+position `p` is a pure function of (seed, p). Hence the iterator's state is just a position (plus
+worker bookkeeping with `mp_prefetch`), it is JSON-serialisable, and a restored iterator
+continues bitwise identically to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -34,9 +41,11 @@ def train_dataset_size(config: ml_collections.ConfigDict) -> int:
   return len(sources.make_source(config.data, config.data.train_split))
 
 
-def _pipeline_seed(seed: int, process_index: int) -> int:
-  """One 32-bit seed per (seed, process): processes must not share crop parameters."""
-  return int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
+def _pipeline_seed(seed: int) -> int:
+  """The 32-bit seed of the stream (shuffle and crops), shared by all processes: they read
+  different positions of one stream, so they never share crop parameters."""
+  # The trailing 0 keeps the streams of runs from before multi-process support unchanged.
+  return int(np.random.SeedSequence([seed, 0]).generate_state(1)[0])
 
 
 def build_train_dataset(config: ml_collections.ConfigDict, global_batch_size: int,
@@ -53,10 +62,9 @@ def build_train_dataset(config: ml_collections.ConfigDict, global_batch_size: in
     seed: pipeline seed (shuffle order and crops); defaults to config.data.shuffle_seed.
     source: overrides the source the config names (e.g. an `ArraySource` of in-memory data).
 
-  Each process reads a disjoint, equally long slice of the source (the last
-  len(source) % process_count examples are left out so every process's epoch has the same length
-  and epochs end at the same step everywhere). Call `iter()` on the result and checkpoint
-  `iterator.get_state()`.
+  Process p yields block p of every global batch (see the module docstring), so the processes'
+  batches are disjoint and together are exactly the single-process global batch. Call `iter()`
+  on the result and checkpoint `iterator.get_state()`.
   """
   if global_batch_size <= 0 or global_batch_size % process_count:
     raise ValueError(f"global batch size {global_batch_size} must be a positive multiple of the "
@@ -66,17 +74,14 @@ def build_train_dataset(config: ml_collections.ConfigDict, global_batch_size: in
   local_batch_size = global_batch_size // process_count
   if source is None:
     source = sources.make_source(config.data, config.data.train_split)
-  shard_size = len(source) // process_count
-  if shard_size < local_batch_size:
-    raise ValueError(
-        f"each of {process_count} processes gets {shard_size} of the {len(source)} training "
-        f"examples, fewer than its batch of {local_batch_size}")
+  if len(source) < global_batch_size:
+    raise ValueError(f"the {len(source)} training examples are fewer than the global batch of "
+                     f"{global_batch_size}")
   seed = config.data.shuffle_seed if seed is None else seed
 
   dataset = grain.MapDataset.source(source)
-  dataset = dataset[process_index * shard_size:(process_index + 1) * shard_size]
   # ds.seed derives distinct seeds for shuffle and random_map from one pipeline seed.
-  dataset = dataset.seed(_pipeline_seed(seed, process_index))
+  dataset = dataset.seed(_pipeline_seed(seed))
   # Shuffle before repeat: a MapDataset shuffle indexed past its length reshuffles each epoch with
   # a seed folded with the epoch number, and repeat() only extends the length.
   dataset = dataset.shuffle()
@@ -85,6 +90,8 @@ def build_train_dataset(config: ml_collections.ConfigDict, global_batch_size: in
   # crops of the same images.
   dataset = dataset.random_map(host_augment.TwoViewCrop.from_config(config))
   dataset = dataset.batch(local_batch_size, drop_remainder=True)
+  # Lazy: only this process's blocks are ever read (decoded and cropped).
+  dataset = dataset[process_index::process_count]
   iter_dataset = dataset.to_iter_dataset(_TRAIN_READ_OPTIONS)
   if config.data.num_workers > 0:
     # grain's worker processes read absl flags (--grain_*); outside an absl app (tests, notebooks)

@@ -2,7 +2,9 @@
 
 A train checkpoint holds the whole `TrainState` and, beside it, the input iterator's state, so a
 restart with the same command resumes exactly where the last committed checkpoint left off,
-neither skipping nor replaying data. Saves are asynchronous: training goes on while the files
+neither skipping nor replaying data. The state is written collectively (each process writes the
+shards it holds); the iterator state is one small JSON file per process, through grain's own orbax
+handler, because every process reads its own part of the data. Saves are asynchronous: training goes on while the files
 are written, and orbax only marks a step committed once it is complete.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import grain
 import jax
 import orbax.checkpoint as ocp
 
@@ -40,22 +43,23 @@ class TrainCheckpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, step: int, state: PyTree, data_state: dict) -> None:
-    """Starts an asynchronous save of `state` and the iterator state at `step` (the caller
-    decides when a save is due)."""
+  def save(self, step: int, state: PyTree, iterator: grain.DatasetIterator) -> None:
+    """Starts an asynchronous save of `state` and of `iterator`'s position at `step` (the
+    caller decides when a save is due; every process must call)."""
     self._manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                data_iter=ocp.args.JsonSave(data_state)),
+                                data_iter=grain.checkpoint.CheckpointSave(iterator)),
         force=True)
 
-  def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict]:
-    """Restores (state, data_state) at `step`, each leaf placed with the abstract sharding."""
-    restored = self._manager.restore(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                data_iter=ocp.args.JsonRestore()))
-    return restored["state"], restored["data_iter"]
+  def restore(self, step: int, abstract_state: PyTree,
+              iterator: grain.DatasetIterator | None = None) -> PyTree:
+    """The state at `step`, each leaf placed with the abstract sharding; `iterator` (if given)
+    is moved to the position saved with it."""
+    args = {"state": ocp.args.StandardRestore(abstract_state)}
+    if iterator is not None:
+      args["data_iter"] = grain.checkpoint.CheckpointRestore(iterator)
+    return self._manager.restore(step, args=ocp.args.Composite(**args))["state"]
 
   def close(self) -> None:
     self._manager.wait_until_finished()

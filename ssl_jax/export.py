@@ -19,10 +19,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from input_pipeline import device_augment
 from ssl_jax import checkpointing
+from ssl_jax import distributed
 from ssl_jax import models
 
 ENCODER_FILE = "encoder.json"
@@ -32,10 +32,13 @@ FORMAT_VERSION = 1
 
 def export_encoder(path: str, *, model_config: ml_collections.ConfigDict, variables: Any,
                    image_size: int, mean, std, metadata: dict | None = None) -> str:
-  """Writes the backbone `variables` and its description to `path`; returns the path."""
+  """Writes the backbone `variables` and its description to `path`; returns the path.
+
+  In a multi-process job every process calls this (the variables are gathered and orbax writes
+  collectively); only process 0 writes files."""
   path = os.path.abspath(path)
   os.makedirs(path, exist_ok=True)
-  host_variables = jax.tree.map(np.asarray, jax.device_get(variables))
+  host_variables = distributed.to_host(variables)
   checkpointing.save_pytree(os.path.join(path, VARIABLES_DIR), host_variables)
   description = {
       "format_version": FORMAT_VERSION,
@@ -45,6 +48,8 @@ def export_encoder(path: str, *, model_config: ml_collections.ConfigDict, variab
       "std": [float(s) for s in std],
       "metadata": metadata or {},
   }
+  if not distributed.is_lead_process():
+    return path
   # Written last: a directory with encoder.json is a complete export.
   with open(os.path.join(path, ENCODER_FILE), "w") as f:
     json.dump(description, f, indent=2)

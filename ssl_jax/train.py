@@ -6,12 +6,10 @@ only at log, evaluation and checkpoint steps; in between it just feeds batches t
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
 import os
-import signal
 import time
 from typing import Any
 
@@ -21,10 +19,12 @@ import ml_collections
 from input_pipeline import pipeline as input_pipeline
 from ssl_jax import checkpointing
 from ssl_jax import config_validation
+from ssl_jax import distributed
 from ssl_jax import ema as ema_lib
 from ssl_jax import export as export_lib
 from ssl_jax import monitoring
 from ssl_jax import optim
+from ssl_jax import preemption
 from ssl_jax import sharding as sharding_lib
 from ssl_jax import step as step_lib
 from ssl_jax import train_state as train_state_lib
@@ -37,7 +37,7 @@ SUMMARY_FILE = "summary.json"
 
 
 class Preempted(RuntimeError):
-  """Training stopped early (SIGTERM or `stop_at_step`) after saving a checkpoint."""
+  """Training stopped early (a preemption notice or `stop_at_step`) after saving a checkpoint."""
 
   def __init__(self, step: int):
     super().__init__(f"stopped at step {step} after saving a checkpoint; run the same command "
@@ -47,25 +47,6 @@ class Preempted(RuntimeError):
 
 class NonFiniteTraining(RuntimeError):
   """Too many consecutive steps had a non-finite loss or gradient."""
-
-
-@contextlib.contextmanager
-def _sigterm_flag():
-  """Turns SIGTERM into a flag the loop polls, so the step in flight finishes and is saved."""
-  received = {"sigterm": False}
-
-  def handler(signum, frame):
-    del signum, frame
-    received["sigterm"] = True
-  try:
-    previous = signal.signal(signal.SIGTERM, handler)
-  except ValueError:  # not the main thread: leave signals alone
-    yield received
-    return
-  try:
-    yield received
-  finally:
-    signal.signal(signal.SIGTERM, previous)
 
 
 class Experiment:
@@ -82,6 +63,7 @@ class Experiment:
     devices = list(jax.devices() if devices is None else devices)
     config_validation.validate_config(config, num_devices=len(devices),
                                       process_count=jax.process_count())
+    distributed.assert_same_config_everywhere(config)
     self.mesh = sharding_lib.make_mesh(config.mesh, devices)
     self.objective = build_objective(config, sharding_lib.num_batch_shards(self.mesh))
 
@@ -118,11 +100,31 @@ class Experiment:
     return train_state_lib.create_train_state(self.init_fn, self.init_rng, self.mesh,
                                               self.config.mesh.fsdp_min_size)
 
+  def abstract_sharded_state(self):
+    """The state's shapes with the shardings the rule gives them (what checkpoints restore to)."""
+    shardings = sharding_lib.state_shardings(self.abstract_state, self.mesh,
+                                             self.config.mesh.fsdp_min_size)
+    return jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                                    sharding=sharding),
+                        self.abstract_state, shardings)
+
   def jitted_train_step(self, state_shardings):
     train_step, _ = step_lib.make_train_step(
         self.objective, self.optimizer, self.lr_schedule, self.tau_schedule, self.config.augment,
         tuple(self.config.data.mean), tuple(self.config.data.std), self.step_rng)
     return step_lib.jit_train_step(train_step, state_shardings, self.mesh)
+
+  def compiled_train_step(self, state, state_shardings):
+    """The jitted step compiled ahead of its first call for `state`'s shapes, once every process
+    has compiled it (so they set up their collectives together)."""
+    batch_sharding = sharding_lib.batch_sharding(self.mesh)
+    abstract_batch = {
+        view: jax.ShapeDtypeStruct((self.global_batch, *self.image_shape), jax.numpy.uint8,
+                                   sharding=batch_sharding)
+        for view in ("view1", "view2")}
+    compiled = self.jitted_train_step(state_shardings).lower(state, abstract_batch).compile()
+    distributed.wait_for_all_processes("train_step_compiled")
+    return compiled
 
   def train_dataset(self):
     return input_pipeline.build_train_dataset(
@@ -172,7 +174,7 @@ def export_latest_checkpoint(config: ml_collections.ConfigDict, workdir: str) ->
   if latest is None:
     raise FileNotFoundError(f"no checkpoint in {os.path.join(experiment.workdir, CHECKPOINT_DIR)} to "
                             "export; train first with the same --config and --workdir")
-  state, _ = checkpointer.restore(latest, experiment.abstract_state)
+  state = checkpointer.restore(latest, experiment.abstract_sharded_state())
   checkpointer.close()
   return _export(experiment, state, latest)
 
@@ -188,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   wall_start = time.perf_counter()
   experiment = _experiment_or_config_error(config, workdir, devices)
   mesh = experiment.mesh
-  is_lead = jax.process_index() == 0
+  is_lead = distributed.is_lead_process()
 
   state, state_shardings = experiment.initial_state()
   checkpointer = experiment.checkpointer()
@@ -196,17 +198,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # The freshly initialised state is the random-init baseline of the final evaluation; keep a
   # host copy of its encoder before a checkpoint replaces the state or the step donates it.
-  random_init = experiment.encoder(*jax.device_get((state.params, state.batch_stats)))
+  random_init = experiment.encoder(*distributed.to_host((state.params, state.batch_stats)))
 
   latest = checkpointer.latest_step()
   if latest is not None:
-    state, data_state = checkpointer.restore(
-        latest, checkpointing.abstract_like(state, state_shardings))
-    iterator.set_state(data_state)
+    state = checkpointer.restore(latest, checkpointing.abstract_like(state, state_shardings),
+                                 iterator)
     logging.info("Resumed from the checkpoint at step %d in %s", latest, experiment.workdir)
   start_step = int(jax.device_get(state.step))
 
-  jitted_step = experiment.jitted_train_step(state_shardings)
+  jitted_step = experiment.compiled_train_step(state, state_shardings)
 
   writer = monitoring.create_writer(experiment.workdir, enabled=is_lead)
   if start_step == 0 and is_lead:
@@ -222,7 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   accumulated = None
   final_loss = float("nan")
-  with _sigterm_flag() as signals:
+  with preemption.preemption_watch() as preemption_notice:
     for step in range(start_step, experiment.total_steps):
       batch = sharding_lib.host_batch_to_global(next(iterator), mesh)
       state, metrics = jitted_step(state, batch)
@@ -230,7 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       done = step + 1
 
       if done % config.log_every_steps == 0 or done == experiment.total_steps:
-        values = {k: float(v) for k, v in jax.device_get(accumulated.compute()).items()}
+        values = {k: float(v) for k, v in distributed.to_host(accumulated.compute()).items()}
         accumulated = None
         final_loss = values["loss"]
         values["images_per_second"] = progress.update(done, values["loss"])
@@ -258,9 +259,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if config.analysis_every_steps > 0 and done % config.analysis_every_steps == 0:
         _record_analysis(experiment, state, done, writer, analysis_history, is_lead)
 
-      stopping = signals["sigterm"] or (stop_at_step is not None and done >= stop_at_step)
+      # Polled at every step by every process (the multi-process sync point requires it).
+      preempted = preemption_notice.should_stop(done)
+      stopping = preempted or (stop_at_step is not None and done >= stop_at_step)
       if stopping or done % config.checkpoint_every_steps == 0:
-        checkpointer.save(done, state, iterator.get_state())
+        checkpointer.save(done, state, iterator)
       if stopping:
         checkpointer.close()
         writer.close()
@@ -268,13 +271,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         raise Preempted(done)
 
   if experiment.total_steps not in checkpointer.all_steps():
-    checkpointer.save(experiment.total_steps, state, iterator.get_state())
+    checkpointer.save(experiment.total_steps, state, iterator)
   checkpointer.close()
   progress.close()
+  if jax.process_count() > 1:
+    _report_process_agreement(config, state)
 
-  trained = random_init.with_variables(experiment.encoder_variables(state))
-  if is_lead:
-    _export(experiment, state, experiment.total_steps)
+  trained = random_init.with_variables(distributed.to_host(experiment.encoder_variables(state)))
+  _export(experiment, state, experiment.total_steps)   # collective; process 0 writes
 
   evaluation = {}
   if config.eval.at_end:
@@ -314,13 +318,24 @@ def _record_analysis(experiment: Experiment, state, step: int, writer, history,
                      is_lead: bool) -> None:
   """Runs the objective's host-side analysis on the current state: the record goes to
   analysis.jsonl, and its scalar entries to the metric writer."""
-  record = experiment.objective.analysis(*jax.device_get((state.params, state.objective_state)))
+  record = experiment.objective.analysis(
+      *distributed.to_host((state.params, state.objective_state)))
   if not record:
     return
   history.append(step, record)
   if is_lead:
     writer.write_scalars(step, {f"analysis/{key}": value for key, value in record.items()
                                 if isinstance(value, (int, float))})
+
+
+def _report_process_agreement(config: ml_collections.ConfigDict, state) -> None:
+  """One line per process with what must agree across processes (launch scripts and the
+  multi-process test compare them): step, config hash, and a checksum of the parameters and BN
+  statistics as this process holds them."""
+  print(f"process {jax.process_index()} of {jax.process_count()}: "
+        f"step {int(distributed.to_host(state.step))} "
+        f"config {distributed.config_fingerprint(config)} "
+        f"params {distributed.tree_checksum((state.params, state.batch_stats))}", flush=True)
 
 
 def results_table(summary: dict[str, Any]) -> str:

@@ -239,19 +239,33 @@ def test_each_epoch_is_a_fresh_permutation_of_all_examples():
   assert not np.array_equal(epochs[0], np.arange(num_examples))   # shuffled at all
 
 
-def test_process_shards_are_disjoint_and_cover_the_data():
+def test_process_blocks_are_disjoint_and_make_up_the_single_process_batch():
   num_examples, global_batch_size, process_count = 96, 16, 2
+  steps = 2 * num_examples // global_batch_size   # two epochs
   source = index_source(num_examples)
-  seen = []
+  single = take(iter(pipeline.build_train_dataset(
+      index_stream_config(), global_batch_size, seed=0, source=source)), steps)
+  per_process = []
   for process_index in range(process_count):
     iterator = iter(pipeline.build_train_dataset(
         index_stream_config(), global_batch_size, process_index, process_count, seed=0,
         source=source))
-    batches = take(iterator, num_examples // global_batch_size)
+    batches = take(iterator, steps)
     assert batches[0]["view1"].shape[0] == global_batch_size // process_count
-    seen.append(np.concatenate([decode_indices(b["view1"]) for b in batches]))
-  assert not set(seen[0]) & set(seen[1])
-  np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(num_examples))
+    per_process.append(batches)
+  for step in range(steps):
+    # The global batch of a 2-process job is exactly the single-process one, crops included.
+    for view in ("view1", "view2"):
+      np.testing.assert_array_equal(
+          np.concatenate([per_process[p][step][view] for p in range(process_count)]),
+          single[step][view])
+  for epoch in range(2):
+    epoch_steps = range(epoch * steps // 2, (epoch + 1) * steps // 2)
+    seen = [np.concatenate([decode_indices(per_process[p][step]["view1"])
+                            for step in epoch_steps]) for p in range(process_count)]
+    assert not set(seen[0]) & set(seen[1])   # no example in both processes' batches
+    # ... and none missing or repeated within the epoch.
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(num_examples))
   with pytest.raises(ValueError, match="multiple of the process count"):
     pipeline.build_train_dataset(index_stream_config(), 15, 0, 2, source=source)
 

@@ -15,12 +15,14 @@ STOP_AT = 5
 
 
 def _final_state(config, workdir):
+  """(state, iterator state) of the latest checkpoint in `workdir`."""
   experiment = train.Experiment(config)
   checkpointer = checkpointing.TrainCheckpointer(
       os.path.join(workdir, train.CHECKPOINT_DIR), max_to_keep=10)
-  state, data_state = checkpointer.restore(checkpointer.latest_step(), experiment.abstract_state)
+  iterator = iter(experiment.train_dataset())
+  state = checkpointer.restore(checkpointer.latest_step(), experiment.abstract_state, iterator)
   checkpointer.close()
-  return jax.device_get(state), data_state
+  return jax.device_get(state), iterator.get_state()
 
 
 @pytest.mark.parametrize("objective", ["moco_v2"])

@@ -2,6 +2,8 @@
 
 Every batch is padded to one fixed size (a multiple of the device count) so the feature function
 compiles once and its batch splits evenly over the mesh; padding rows are dropped on the host.
+In a multi-process job every process reads the same batches, its devices compute their rows, and
+the features are gathered back to every process (so kNN and probes see the whole split).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from ssl_jax import distributed
 from ssl_jax import sharding as sharding_lib
 
 
@@ -42,8 +45,11 @@ def extract_features(
     if count > padded_size:
       raise ValueError(f"eval batch of {count} exceeds the feature batch size {padded_size}")
     padding = np.zeros((padded_size - count,) + images.shape[1:], images.dtype)
-    device_images = jax.device_put(np.concatenate([images, padding]), sharding)
-    outputs = jax.device_get(apply_fn(device_images))
+    padded = np.concatenate([images, padding])
+    # Each process places only the rows of its own devices (device_put would need them all).
+    device_images = jax.make_array_from_callback(padded.shape, sharding,
+                                                 lambda index, padded=padded: padded[index])
+    outputs = distributed.to_host(apply_fn(device_images))
     features.append(jax.tree.map(lambda leaf, count=count: np.asarray(leaf)[:count], outputs))
     labels.append(np.asarray(batch["label"]))
   if not features:

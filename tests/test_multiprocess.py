@@ -1,0 +1,194 @@
+"""Two real processes on localhost, each with 4 CPU devices, joined by jax.distributed (CPU
+collectives over gloo), train through `main.py` exactly as a two-host launch would.
+
+They must agree with each other (step, config hash, parameter checksum) and with one process
+driving all 8 devices (the whole train state within 1e-5 after 20 steps), and a SIGTERM sent to
+one of them mid-run must make both save the same step, exit 143, and resume from it to the
+result of an uninterrupted run.
+
+The processes' all-reduces (gloo) add in another order than the single process's, so the two
+layouts differ by ~1e-7 after a step, and training amplifies that (to ~0.1 after 300 steps): the
+1-vs-2 comparison is made at step 20, from the checkpoints the runs keep.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import pytest
+
+from configs import moco_v2
+from engine_helpers import apply_overrides, max_abs_difference
+from ssl_jax import checkpointing, export, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Long enough for a signal to land mid-run; checkpoints every COMPARE_STEP steps.
+TOTAL_STEPS = 60
+COMPARE_STEP = 20
+AGREEMENT_TOLERANCE = 1e-5
+AGREEMENT_LINE = re.compile(r"process (\d) of 2: step (\d+) config (\w+) params (\w+)")
+
+
+def _free_port() -> int:
+  with socket.socket() as probe:
+    probe.bind(("localhost", 0))
+    return probe.getsockname()[1]
+
+
+# Synthetic images and a tiny network: seconds of compute, and every config field that shapes
+# the step (batch over 8 devices, queue, BN groups) as in a real run.
+CONFIG_ARG = "synthetic,tiny"
+OVERRIDES = {"model.name": "resnet10", "model.width": 4, "data.image_size": 16, "batch_size": 32,
+             "objective_config.queue_size": 256, "log_every_steps": 5,
+             "checkpoint_every_steps": COMPARE_STEP, "keep_checkpoints": 100,
+             "eval.at_end": False}
+
+
+def _command(workdir: str, distributed_flags: list[str]) -> list[str]:
+  return [sys.executable, os.path.join(REPO, "main.py"),
+          "--config=" + os.path.join(REPO, "configs", "moco_v2.py") + ":" + CONFIG_ARG,
+          f"--workdir={workdir}", f"--config.num_steps={TOTAL_STEPS}",
+          *[f"--config.{key}={value}" for key, value in OVERRIDES.items()], *distributed_flags]
+
+
+def _config():
+  """The config the command line builds, as this process builds it."""
+  return apply_overrides(moco_v2.get_config(CONFIG_ARG), dict(OVERRIDES, num_steps=TOTAL_STEPS))
+
+
+def _checkpointed_state(workdir, step: int):
+  """The whole train state a run saved at `step`, on this (test) process's devices."""
+  experiment = train.Experiment(_config())
+  checkpointer = checkpointing.TrainCheckpointer(os.path.join(workdir, train.CHECKPOINT_DIR),
+                                                 max_to_keep=100)
+  state = checkpointer.restore(step, experiment.abstract_sharded_state())
+  checkpointer.close()
+  return jax.device_get(state)
+
+
+def _environment() -> dict[str, str]:
+  """The test session's environment (CPU flags, compilation cache) with 4 devices a process."""
+  environment = dict(os.environ)
+  flags = environment.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
+  environment["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=4"
+  environment["JAX_PLATFORMS"] = "cpu"
+  return environment
+
+
+def _start_pair(workdir: str, logs: list[str]) -> list[subprocess.Popen]:
+  address = f"localhost:{_free_port()}"
+  processes = []
+  for process_id, log in enumerate(logs):
+    command = _command(workdir, [f"--coordinator_address={address}", "--num_processes=2",
+                                 f"--process_id={process_id}"])
+    with open(log, "w") as stream:
+      processes.append(subprocess.Popen(command, cwd=REPO, env=_environment(), stdout=stream,
+                                        stderr=subprocess.STDOUT))
+  return processes
+
+
+def _wait_all(processes: list[subprocess.Popen], logs: list[str], timeout: float) -> list[int]:
+  try:
+    return [process.wait(timeout=timeout) for process in processes]
+  except subprocess.TimeoutExpired:
+    for process in processes:
+      process.kill()
+    raise AssertionError("timed out:\n" + "\n".join(open(log).read()[-2000:] for log in logs))
+
+
+def _agreement(logs: list[str]) -> list[tuple[int, int, str, str]]:
+  lines = []
+  for log in logs:
+    found = AGREEMENT_LINE.findall(open(log).read())
+    assert len(found) == 1, open(log).read()[-3000:]
+    lines.append((int(found[0][0]), int(found[0][1]), found[0][2], found[0][3]))
+  return lines
+
+
+def _encoder_variables(workdir) -> dict:
+  return jax.device_get(export.load_encoder(os.path.join(workdir, "encoder")).variables)
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+  """An uninterrupted two-process run of TOTAL_STEPS: (workdir, the two processes' logs)."""
+  directory = tmp_path_factory.mktemp("two_processes")
+  workdir = str(directory / "run")
+  logs = [str(directory / f"process{i}.log") for i in range(2)]
+  returncodes = _wait_all(_start_pair(workdir, logs), logs, timeout=600)
+  assert returncodes == [0, 0], "\n".join(open(log).read()[-3000:] for log in logs)
+  return workdir, logs
+
+
+def test_two_processes_agree_with_each_other_and_with_one(two_process_run, tmp_path):
+  workdir, logs = two_process_run
+  (index0, step0, config0, params0), (index1, step1, config1, params1) = _agreement(logs)
+  assert (index0, index1) == (0, 1)
+  assert step0 == step1 == TOTAL_STEPS
+  assert config0 == config1
+  assert params0 == params1   # the replicas of the parameters held by each process are identical
+  # Process 0 alone shows the progress bar and writes the files.
+  assert f"{TOTAL_STEPS}/{TOTAL_STEPS}" in open(logs[0]).read()
+  assert f"{TOTAL_STEPS}/{TOTAL_STEPS}" not in open(logs[1]).read()
+  # The encoder exported collectively (written by process 0) is the final online backbone.
+  final_state = _checkpointed_state(workdir, TOTAL_STEPS)
+  assert max_abs_difference(_encoder_variables(workdir),
+                            train.Experiment(_config()).encoder_variables(final_state)) == 0
+
+  # The reference: this (test) process driving its 8 devices, the same config, stopped (and
+  # checkpointed) at COMPARE_STEP.
+  single = str(tmp_path / "single")
+  with pytest.raises(train.Preempted):
+    train.train_and_evaluate(_config(), single, stop_at_step=COMPARE_STEP, show_progress=False)
+  difference = max_abs_difference(_checkpointed_state(single, COMPARE_STEP),
+                                  _checkpointed_state(workdir, COMPARE_STEP))
+  print(f"two processes vs one after {COMPARE_STEP} steps: max abs difference over the whole "
+        f"train state {difference:.2e}")
+  assert difference <= AGREEMENT_TOLERANCE
+
+
+def test_sigterm_to_one_process_saves_one_step_everywhere_and_resumes(two_process_run,
+                                                                      tmp_path):
+  workdir = str(tmp_path / "run")
+  logs = [str(tmp_path / f"process{i}.log") for i in range(2)]
+  processes = _start_pair(workdir, logs)
+  deadline = time.time() + 300
+  # Training is under way once process 0's progress bar has passed a few log steps.
+  while f"10/{TOTAL_STEPS}" not in open(logs[0]).read():
+    assert time.time() < deadline and all(p.poll() is None for p in processes), \
+        "\n".join(open(log).read()[-2000:] for log in logs)
+    time.sleep(0.2)
+  processes[1].send_signal(signal.SIGTERM)   # as a scheduler evicting one host
+  returncodes = _wait_all(processes, logs, timeout=300)
+  assert returncodes == [143, 143], "\n".join(open(log).read()[-3000:] for log in logs)
+  stopped_at = max(int(name) for name in os.listdir(os.path.join(workdir, "checkpoints"))
+                   if name.isdigit())
+  assert 10 <= stopped_at < TOTAL_STEPS, stopped_at
+  for log in logs:
+    assert f"stopped at step {stopped_at} after saving a checkpoint" in open(log).read()
+  # Each process left its own data-iterator position beside the collectively written state.
+  data_dir = os.path.join(workdir, "checkpoints", str(stopped_at), "data_iter")
+  assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(os.listdir(data_dir))
+  print(f"SIGTERM to process 1: both processes saved step {stopped_at} and exited 143")
+
+  resumed_logs = [str(tmp_path / f"resumed{i}.log") for i in range(2)]
+  returncodes = _wait_all(_start_pair(workdir, resumed_logs), resumed_logs, timeout=600)
+  assert returncodes == [0, 0], "\n".join(open(log).read()[-3000:] for log in resumed_logs)
+  # Resumed from the saved step, not restarted: the bar starts there.
+  assert f"{stopped_at}/{TOTAL_STEPS}" in open(resumed_logs[0]).read()
+  resumed = _agreement(resumed_logs)
+  assert {step for _, step, _, _ in resumed} == {TOTAL_STEPS}
+  assert resumed[0][3] == resumed[1][3]
+  uninterrupted, _ = two_process_run
+  difference = max_abs_difference(_checkpointed_state(uninterrupted, TOTAL_STEPS),
+                                  _checkpointed_state(workdir, TOTAL_STEPS))
+  print(f"preempted at {stopped_at} and resumed vs uninterrupted, two processes, after "
+        f"{TOTAL_STEPS} steps: max abs difference over the whole train state {difference:.2e}")
+  assert difference <= AGREEMENT_TOLERANCE
