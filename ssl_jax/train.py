@@ -250,9 +250,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         knn = frozen.evaluate_frozen(
             random_init.with_variables(experiment.encoder_variables(state)), config, mesh,
             knn_ks=config.eval.knn_k[:1], linear_probe=False)
+        # Multi-label data reports the mean AUC over labels instead of top-1.
+        knn_key = "knn_top1" if "knn_top1" in knn else "knn_mean_auc"
         if is_lead:
-          writer.write_scalars(done, {"online_knn_top1": knn["knn_top1"]})
-        progress.write(f"step {done}: online kNN top-1 {knn['knn_top1']:.4f}")
+          writer.write_scalars(done, {f"online_{knn_key}": knn[knn_key]})
+        progress.write(f"step {done}: online {knn_key} {knn[knn_key]:.4f}")
         progress.exclude_since_last_update()
 
       if config.analysis_every_steps > 0 and done % config.analysis_every_steps == 0:
@@ -330,13 +332,16 @@ def results_table(summary: dict[str, Any]) -> str:
       "random_init_data_bn": "random init, BN stats from data",
       "trained": f"trained ({summary['objective']})",
   }
-  rows = [("encoder", "kNN top-1", "linear top-1")]
+  # Multi-label data is scored by the mean AUC over labels instead of top-1.
+  multi_label = any("knn_mean_auc" in results for results in summary["eval"].values())
+  metric, title = ("mean_auc", "mean AUC") if multi_label else ("top1", "top-1")
+  rows = [("encoder", f"kNN {title}", f"linear {title}")]
   for name, label in labels.items():
     if name not in summary["eval"]:
       continue
     results = summary["eval"][name]
-    linear = results.get("linear_top1")
-    rows.append((label, f"{results['knn_top1']:.4f}",
+    linear = results.get(f"linear_{metric}")
+    rows.append((label, f"{results[f'knn_{metric}']:.4f}",
                  "-" if linear is None else f"{linear:.4f}"))
   widths = [max(len(row[i]) for row in rows) for i in range(3)]
   lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
