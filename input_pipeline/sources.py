@@ -2,11 +2,13 @@
 `make_source`, which picks any source (including the file-based ones of folder_source.py,
 csv_source.py and medical.py) from `config.data`.
 
-Every source has `len(source)` and `source[index] -> {'image': uint8 (H, W, 3), 'label': int}`,
-which is the protocol `grain.MapDataset.source` needs. Images are normalised to 3-channel uint8
-here ("decode"), so everything downstream can assume one layout whatever the dataset stores:
-grayscale is replicated to RGB, RGBA loses its alpha channel, and 16-bit images are rescaled
-rather than saturated.
+Every source has `len(source)` and `source[index] -> {'image': uint8 (H, W, 3), 'label': int
+or int (K,) multi-hot}`, which is the protocol `grain.MapDataset.source` needs. Images are
+normalised to 3-channel uint8 here ("decode"), so everything downstream can assume one layout
+whatever the dataset stores. For arrays (`to_rgb_uint8`: in-memory data, TFDS records) grayscale
+is replicated to RGB, RGBA loses its alpha channel, and 16-bit images are mapped by /257; image
+files go through `image_files.py`, which composites alpha and scales 16-bit images by their own
+range.
 
 TensorFlow Datasets is imported only inside `TfdsSource`, because accelerator hosts may not have
 TensorFlow installed and the training path must import without it.
