@@ -37,29 +37,30 @@ HISTOPATHOLOGY_CLASSES = ("0", "1")
 _EYE_SUFFIXES = ("_left", "_right")
 
 
-def _image_index(root: str, key) -> dict[str, str]:
-  """{key(file name): path relative to root} for every image file below root; a key found twice
-  is an error (the CSV could not say which file it means)."""
-  index: dict[str, str] = {}
+def _image_index(root: str, key) -> dict[str, list[str]]:
+  """{key(file name): [paths relative to root]} for every image file below root."""
+  index: dict[str, list[str]] = {}
   for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
     dirnames.sort()
     for name in sorted(filenames):
-      if not image_files.is_image_file(name):
-        continue
-      relative = os.path.relpath(os.path.join(dirpath, name), root)
-      previous = index.setdefault(key(name), relative)
-      if previous != relative:
-        raise ValueError(f"two images below {root} have the name {key(name)!r}: {previous} and "
-                         f"{relative}; keep one")
+      if image_files.is_image_file(name):
+        index.setdefault(key(name), []).append(os.path.relpath(os.path.join(dirpath, name), root))
   return index
 
 
-def _lookup(index: dict[str, str], names: list[str], root: str, listed_in: str) -> list[str]:
+def _lookup(index: dict[str, list[str]], names: list[str], root: str, listed_in: str
+            ) -> list[str]:
+  """The file of each listed name; a name without a file, or with two (the CSV could not say
+  which one it means), is an error. Files the CSV does not list (e.g. a test set) are ignored."""
   missing = [name for name in names if name not in index]
   if missing:
     raise ValueError(f"{len(missing)} of the {len(names)} images listed in {listed_in} are not "
                      f"below {root}, e.g. {missing[:10]}")
-  return [index[name] for name in names]
+  ambiguous = [name for name in names if len(index[name]) > 1]
+  if ambiguous:
+    raise ValueError(f"{len(ambiguous)} images listed in {listed_in} have several files below "
+                     f"{root}, e.g. {ambiguous[0]!r}: {index[ambiguous[0]]}; keep one")
+  return [index[name][0] for name in names]
 
 
 @functools.lru_cache(maxsize=4)

@@ -124,6 +124,14 @@ def test_retinopathy_grades_from_the_csv_and_both_eyes_in_one_split(tmp_path):
     assert sorted(names) == sorted(f"{p}_{eye}" for p in patients_of(source, patient)
                                    for eye in ("left", "right"))
   assert not patients_of(train_source, patient) & patients_of(test_source, patient)
+  # Unlisted images (the Kaggle test folder) are ignored; a listed name with two files is not.
+  dataset_files.write_image(str(tmp_path / "test" / "1_left.jpeg"), np.zeros((8, 8, 3), np.uint8))
+  medical.read_retinopathy.cache_clear()
+  assert len(sources.make_source(config.data, "train")) == len(train_source)
+  dataset_files.write_image(str(tmp_path / "test" / "10_left.jpeg"), np.zeros((8, 8, 3), np.uint8))
+  medical.read_retinopathy.cache_clear()
+  with pytest.raises(ValueError, match=r"several files .* '10_left'.*train/10_left.jpeg"):
+    sources.make_source(config.data, "train")
   assert medical.retinopathy_patient("10_left") == "10"
   assert medical.retinopathy_patient("10_right") == "10"
 
