@@ -19,6 +19,7 @@ import jax
 import ml_collections
 
 from input_pipeline import pipeline as input_pipeline
+from input_pipeline import sources as input_sources
 from ssl_jax import checkpointing
 from ssl_jax import config_validation
 from ssl_jax import ema as ema_lib
@@ -34,6 +35,8 @@ from ssl_jax.objectives import build_objective
 ENCODER_DIR = "encoder"
 CHECKPOINT_DIR = "checkpoints"
 SUMMARY_FILE = "summary.json"
+# The label names of file-based datasets, one a line in label order (usable as data.class_list).
+CLASSES_FILE = "classes.txt"
 
 
 class Preempted(RuntimeError):
@@ -209,6 +212,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   jitted_step = experiment.jitted_train_step(state_shardings)
 
   writer = monitoring.create_writer(experiment.workdir, enabled=is_lead)
+  if is_lead:
+    _save_class_list(config, experiment.workdir)
   if start_step == 0 and is_lead:
     writer.write_hparams({key: str(value) for key, value in _flatten(config.to_dict()).items()})
   progress = monitoring.Progress(experiment.total_steps, start_step, experiment.global_batch,
@@ -310,6 +315,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       print(results_table(summary), flush=True)
   writer.close()
   return summary
+
+
+def _save_class_list(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes WORKDIR/classes.txt for sources with named classes (folders, CSVs, medical sets), so
+  the label order of this run can be pinned later with --config.data.class_list."""
+  if config.data.source not in input_sources.FILE_SOURCES:
+    return
+  classes = input_sources.make_source(config.data, config.data.train_split).classes
+  if classes:
+    with open(os.path.join(workdir, CLASSES_FILE), "w") as f:
+      f.write("".join(f"{name}\n" for name in classes))
 
 
 def _record_analysis(experiment: Experiment, state, step: int, writer, history,

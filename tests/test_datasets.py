@@ -358,6 +358,7 @@ def test_chestxray14_trains_exports_and_evaluates_multi_label(tmp_path):
     assert 0.0 <= results["knn_mean_auc"] <= 1.0 and 0.0 <= results["linear_mean_auc"] <= 1.0
     assert "knn_top1" not in results
   assert "kNN mean AUC" in train.results_table(summary)
+  assert (tmp_path / "run" / "classes.txt").read_text().split() == list(medical.CHESTXRAY14_FINDINGS)
 
   from ssl_jax.evaluation import suite
   eval_config = importlib.import_module("configs.eval.linear").get_config("chestxray14,tiny")
@@ -370,6 +371,18 @@ def test_chestxray14_trains_exports_and_evaluates_multi_label(tmp_path):
   report = suite.run_evaluation(eval_config, str(tmp_path / "eval"), print_table=False,
                                 devices=jax.devices()[:1])
   assert 0.0 <= report["results"]["encoder"]["mean_auc"] <= 1.0
+  # The same encoder on the folder preset, whose class count (0: 'from the data') is resolved.
+  dataset_files.image_folder(str(tmp_path / "folder"))
+  knn_config = importlib.import_module("configs.eval.knn").get_config("folder,tiny")
+  knn_config.data.root = str(tmp_path / "folder")
+  knn_config.encoder = eval_config.encoder
+  knn_config.batch_size = 32
+  knn_config.knn.ks = (3,)
+  knn_config.random_init_baseline = False
+  report = suite.run_evaluation(knn_config, str(tmp_path / "eval_knn"), print_table=False,
+                                devices=jax.devices()[:1])
+  assert report["config"]["data"]["num_classes"] == 3
+  assert 0.0 <= report["results"]["encoder"]["top1_k3"] <= 1.0
   few_shot = importlib.import_module("configs.eval.few_shot").get_config("chestxray14,tiny")
   few_shot.encoder = eval_config.encoder
   with pytest.raises(config_validation.ConfigError, match="'few_shot' needs one class per image"):
