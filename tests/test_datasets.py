@@ -16,7 +16,6 @@ import jax
 import numpy as np
 import pytest
 
-from configs import common
 from input_pipeline import medical
 from input_pipeline import patient_split
 from input_pipeline import pipeline

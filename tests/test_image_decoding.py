@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 
 import numpy as np
 from PIL import Image
