@@ -112,6 +112,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # Imported here so that --help and flag errors do not pay for jax.
+  from input_pipeline.file_list_source import TooManyUnreadableImages
   from ssl_jax import config_validation, distributed, train
   from ssl_jax.torch_import.errors import ConversionError
 
@@ -151,7 +152,7 @@ def main(argv):
   except train.Preempted as preempted:
     print(str(preempted), file=sys.stderr)
     sys.exit(EXIT_PREEMPTED)
-  except train.NonFiniteTraining as error:
+  except (train.NonFiniteTraining, TooManyUnreadableImages) as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(1)
 

@@ -37,7 +37,42 @@ DATASETS = {
     "synthetic": dict(source="synthetic", image_size=32, num_classes=10, train_split="train",
                       test_split="test", mean=(0.5,) * 3, std=(0.25,) * 3, stem="cifar",
                       num_train_examples=2048),
+    # Image files downloaded by hand, read from data.root (see input_pipeline/folder_source.py,
+    # csv_source.py, medical.py). No dataset statistics were measured here: the ImageNet mean/std
+    # are the usual choice for these sets (and what ImageNet-initialised baselines use); override
+    # data.mean / data.std with your own. num_train_examples is informational only (the run
+    # counts the files); num_classes 0 means "count the classes in the data".
+    # ImageNet-100 (Tian et al. 2020, CMC): the wnids of data.class_list over an ImageNet folder.
+    "imagenet100": dict(source="folder", image_size=224, num_classes=100, train_split="train",
+                        test_split="val", mean=IMAGENET_MEAN, std=IMAGENET_STD, stem="imagenet",
+                        num_train_examples=126_689),
+    # Any root/<split>/<class>/<images> tree.
+    "folder": dict(source="folder", image_size=224, num_classes=0, train_split="train",
+                   test_split="val", mean=IMAGENET_MEAN, std=IMAGENET_STD, stem="imagenet",
+                   num_train_examples=0),
+    # Any image list with a CSV of labels (columns set by data.csv_*), split patient-wise.
+    "csv": dict(source="csv", image_size=224, num_classes=0, train_split="train",
+                test_split="test", mean=IMAGENET_MEAN, std=IMAGENET_STD, stem="imagenet",
+                num_train_examples=0, labels_csv="labels.csv"),
+    # NIH ChestX-ray14: 112,120 frontal X-rays (1024 px, 8-bit gray) of 30,805 patients,
+    # 14 findings, multi-label.
+    "chestxray14": dict(source="chestxray14", image_size=224, num_classes=14,
+                        label_type="multi_label", train_split="train", test_split="test",
+                        mean=IMAGENET_MEAN, std=IMAGENET_STD, stem="imagenet",
+                        num_train_examples=89_696, labels_csv="Data_Entry_2017.csv"),
+    # Breast cancer histopathology (IDC): 277,524 patches of 50x50 px from 279 patients, binary.
+    # The patches are used at their own size, hence the small-image stem.
+    "histopathology": dict(source="histopathology", image_size=50, num_classes=2,
+                           train_split="train", test_split="test", mean=IMAGENET_MEAN,
+                           std=IMAGENET_STD, stem="cifar", num_train_examples=222_019),
+    # Kaggle diabetic retinopathy: 35,126 fundus photographs (both eyes of 17,563 patients),
+    # grades 0-4.
+    "retinopathy": dict(source="retinopathy", image_size=224, num_classes=5,
+                        label_type="ordinal", train_split="train", test_split="test",
+                        mean=IMAGENET_MEAN, std=IMAGENET_STD, stem="imagenet",
+                        num_train_examples=28_100, labels_csv="trainLabels.csv"),
 }
+LABEL_TYPES = ("single", "multi_label", "ordinal")
 
 # Two-view augmentation presets. Geometric parts (crop scale, flip) run on the host in uint8;
 # photometric parts run on the accelerator with parameters drawn per image. Each entry is a
@@ -58,6 +93,23 @@ AUGMENTATIONS = {
     "digits": dict(crop_scale=(0.5, 1.0), flip=False,
                    jitter_prob=0.0, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
                    grayscale_prob=0.0, blur_prob=(0.0, 0.0), solarize_prob=(0.0, 0.0)),
+    # Chest X-rays as the intermediate-layers paper (Kaku et al. 2021) augmented them: no random
+    # resized crop (a crop can cut away the finding that defines the label), rotation +-30
+    # degrees, colour jitter 0.4/0.4/0.4/0.1 w.p. 0.8, grayscale 0.2, blur 0.5. No flip: the
+    # heart's side is anatomy, not a nuisance.
+    "chestxray14": dict(random_resized_crop=False, rotation_degrees=30.0, flip=False,
+                        vertical_flip=False,
+                        jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
+                        grayscale_prob=0.2, blur_prob=(0.5, 0.5), solarize_prob=(0.0, 0.0)),
+    # Histopathology patches have no orientation: random resized crop of 40-100 % of the patch
+    # (small patches cannot lose more) and both flips. Photometric part: the objective's.
+    "histopathology": dict(random_resized_crop=True, crop_scale=(0.4, 1.0), flip=True,
+                           vertical_flip=True, rotation_degrees=0.0),
+    # Fundus photographs: the eye is a disc whose orientation in the frame is arbitrary, so any
+    # rotation plus both flips; no crop (lesions near the border decide the grade).
+    # Photometric part: the objective's.
+    "retinopathy": dict(random_resized_crop=False, rotation_degrees=180.0, flip=True,
+                        vertical_flip=True),
 }
 
 
@@ -78,6 +130,19 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
       num_train_examples=preset["num_train_examples"],
       num_workers=0,                  # grain worker processes (0 = in the main process)
       shuffle_seed=0,
+      # 'single' | 'multi_label' (a 0/1 vector of num_classes) | 'ordinal' (grades 0..K-1)
+      label_type=preset.get("label_type", "single"),
+      # File-based sources (folder, csv, chestxray14, histopathology, retinopathy):
+      root="",                        # directory of the download
+      class_list="",                  # folder: file of class folder names, one a line
+      labels_csv=preset.get("labels_csv", ""),   # CSV of labels, relative to root (or absolute)
+      csv_path_column="path",         # csv: column of image paths relative to root
+      csv_label_columns="label",      # csv: one column (single label) or several, comma-separated
+      csv_patient_column="",          # csv: patient/group column for the split ('' = per image)
+      test_fraction=0.2,              # fraction of patients in the 'test' split
+      split_seed=0,                   # seed of the patient-wise split (fixed, not config.seed)
+      # Undecodable files are skipped; more than this fraction of the files read stops the run.
+      max_skipped_fraction=0.01,
   ))
 
 
@@ -94,6 +159,11 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
   config.augment = ml_collections.ConfigDict(dict(AUGMENTATIONS["moco_v2"]))
   config.augment.blur_kernel_fraction = 0.1   # blur kernel = 10% of the image side (as the papers)
   config.augment.photometric = True   # False: no colour/blur/solarize on the device (benchmarks)
+  # Geometric options of the dataset presets (host, uint8); the defaults leave the crop+flip
+  # pipeline of the natural-image presets exactly as it was.
+  config.augment.random_resized_crop = True   # False: resize (shorter side) + centre crop
+  config.augment.rotation_degrees = 0.0       # > 0: rotate by U(-d, d) degrees, per view
+  config.augment.vertical_flip = False        # flip upside down w.p. 0.5, per view
 
   config.model = ml_collections.ConfigDict(dict(
       name="resnet50",
@@ -181,7 +251,8 @@ def _digits_preset(config: ml_collections.ConfigDict) -> None:
 
 
 def use_dataset_augmentation(config: ml_collections.ConfigDict) -> None:
-  """Datasets with their own augmentation preset (digits) override the objective's."""
+  """Datasets with their own augmentation preset (digits, the medical sets) override the
+  objective's in the fields the preset names."""
   if config.data.name in AUGMENTATIONS:
     config.augment.update(AUGMENTATIONS[config.data.name])
 

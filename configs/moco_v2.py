@@ -17,6 +17,8 @@ Run:
   python main.py --config=configs/moco_v2.py:digits --workdir=runs/moco_v2_digits
   python main.py --config=configs/moco_v2.py:cifar10 --workdir=runs/moco_v2_cifar10
   python main.py --config=configs/moco_v2.py:digits,tiny --workdir=/tmp/moco_tiny
+  python main.py --config=configs/moco_v2.py:chestxray14 --config.data.root=/data/chestxray14 \
+      --workdir=runs/moco_v2_chestxray14   # likewise :histopathology, :retinopathy, :folder
 """
 
 import ml_collections

@@ -1,10 +1,17 @@
-"""Geometric augmentation on the host, in uint8: random resized crop + horizontal flip per view.
+"""Geometric augmentation on the host, in uint8: random resized crop (or resize), rotation and
+flips per view.
 
 Crops change the image shape, so they must happen before batching (on the host); the photometric
 part of the augmentation runs on the accelerator (`device_augment.py`). Every random parameter is
 drawn per image and per view from the `np.random.Generator` grain hands to `random_map`, which
 grain seeds from (pipeline seed, element position): the output is a pure function of both, so a
 restored iterator replays exactly the crops of an uninterrupted run.
+
+Order within a view: crop (or resize) to the output size, horizontal flip, vertical flip,
+rotation. Parameters are drawn in that order and only for the enabled operations, so a config
+without rotation or vertical flip draws exactly what it drew before those options existed.
+Rotation runs after the resize because it is then done on size x size pixels rather than on the
+full image (a 1024 px X-ray at 224 px is ~20x fewer pixels); corners it uncovers are black.
 """
 
 from __future__ import annotations
@@ -63,14 +70,31 @@ def crop_and_resize(image: np.ndarray, box: tuple[int, int, int, int], size: int
   return np.asarray(resized)
 
 
+def rotate(image: np.ndarray, degrees: float) -> np.ndarray:
+  """uint8 (H, W, 3) rotated counter-clockwise by `degrees` about its centre, same size, bilinear,
+  uncovered corners black."""
+  rotated = Image.fromarray(np.ascontiguousarray(image)).rotate(
+      degrees, resample=Image.Resampling.BILINEAR, expand=False, fillcolor=(0, 0, 0))
+  return np.asarray(rotated)
+
+
 def random_crop_flip(image: np.ndarray, size: int, crop_scale: tuple[float, float], flip: bool,
-                     rng: np.random.Generator) -> np.ndarray:
-  """One augmented view: random resized crop to size x size, then a horizontal flip w.p. 0.5."""
-  height, width = image.shape[:2]
-  box = sample_crop_box(height, width, crop_scale, CROP_ASPECT_RATIO, rng)
-  view = crop_and_resize(image, box, size)
+                     rng: np.random.Generator, *, random_resized_crop: bool = True,
+                     vertical_flip: bool = False, rotation_degrees: float = 0.0) -> np.ndarray:
+  """One augmented view: random resized crop to size x size (or the eval resize), a horizontal
+  and a vertical flip each w.p. 0.5, and a rotation by U(-rotation_degrees, rotation_degrees)."""
+  if random_resized_crop:
+    height, width = image.shape[:2]
+    box = sample_crop_box(height, width, crop_scale, CROP_ASPECT_RATIO, rng)
+    view = crop_and_resize(image, box, size)
+  else:
+    view = eval_resize(image, size)
   if flip and rng.random() < 0.5:
     view = view[:, ::-1]
+  if vertical_flip and rng.random() < 0.5:
+    view = view[::-1]
+  if rotation_degrees > 0:
+    view = rotate(view, float(rng.uniform(-rotation_degrees, rotation_degrees)))
   return np.ascontiguousarray(view)
 
 
@@ -95,22 +119,36 @@ class TwoViewCrop(grain.transforms.RandomMap):
   Holds plain values, not the ConfigDict, so it pickles cheaply into grain worker processes.
   """
 
-  def __init__(self, image_size: int, crop_scale: tuple[float, float], flip: bool):
+  def __init__(self, image_size: int, crop_scale: tuple[float, float], flip: bool, *,
+               random_resized_crop: bool = True, vertical_flip: bool = False,
+               rotation_degrees: float = 0.0):
+    if rotation_degrees < 0:
+      raise ValueError(f"augment.rotation_degrees={rotation_degrees} must be >= 0")
     self.image_size = int(image_size)
     self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
     self.flip = bool(flip)
+    self.random_resized_crop = bool(random_resized_crop)
+    self.vertical_flip = bool(vertical_flip)
+    self.rotation_degrees = float(rotation_degrees)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> TwoViewCrop:
-    return cls(config.data.image_size, tuple(config.augment.crop_scale), config.augment.flip)
+    augment = config.augment
+    return cls(config.data.image_size, tuple(augment.crop_scale), augment.flip,
+               random_resized_crop=augment.get("random_resized_crop", True),
+               vertical_flip=augment.get("vertical_flip", False),
+               rotation_degrees=augment.get("rotation_degrees", 0.0))
+
+  def _view(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return random_crop_flip(image, self.image_size, self.crop_scale, self.flip, rng,
+                            random_resized_crop=self.random_resized_crop,
+                            vertical_flip=self.vertical_flip,
+                            rotation_degrees=self.rotation_degrees)
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator
                  ) -> dict[str, np.ndarray]:
     image = element["image"]
-    return {
-        "view1": random_crop_flip(image, self.image_size, self.crop_scale, self.flip, rng),
-        "view2": random_crop_flip(image, self.image_size, self.crop_scale, self.flip, rng),
-    }
+    return {"view1": self._view(image, rng), "view2": self._view(image, rng)}
 
 
 class EvalResize(grain.transforms.Map):
@@ -120,5 +158,6 @@ class EvalResize(grain.transforms.Map):
     self.image_size = int(image_size)
 
   def map(self, element: dict[str, Any]) -> dict[str, Any]:
+    # Labels keep their shape: () for single and ordinal labels, (K,) for multi-hot ones.
     return {"image": eval_resize(element["image"], self.image_size),
-            "label": np.int32(element["label"])}
+            "label": np.asarray(element["label"], np.int32)}

@@ -1,10 +1,14 @@
-"""Random-access image sources: sklearn digits, in-memory arrays, TFDS, and synthetic images.
+"""Random-access image sources: sklearn digits, in-memory arrays, TFDS, synthetic images, and
+`make_source`, which picks any source (including the file-based ones of folder_source.py,
+csv_source.py and medical.py) from `config.data`.
 
-Every source has `len(source)` and `source[index] -> {'image': uint8 (H, W, 3), 'label': int}`,
-which is the protocol `grain.MapDataset.source` needs. Images are normalised to 3-channel uint8
-here ("decode"), so everything downstream can assume one layout whatever the dataset stores:
-grayscale is replicated to RGB, RGBA loses its alpha channel, and 16-bit images are rescaled
-rather than saturated.
+Every source has `len(source)` and `source[index] -> {'image': uint8 (H, W, 3), 'label': int
+or int (K,) multi-hot}`, which is the protocol `grain.MapDataset.source` needs. Images are
+normalised to 3-channel uint8 here ("decode"), so everything downstream can assume one layout
+whatever the dataset stores. For arrays (`to_rgb_uint8`: in-memory data, TFDS records) grayscale
+is replicated to RGB, RGBA loses its alpha channel, and 16-bit images are mapped by /257; image
+files go through `image_files.py`, which composites alpha and scales 16-bit images by their own
+range.
 
 TensorFlow Datasets is imported only inside `TfdsSource`, because accelerator hosts may not have
 TensorFlow installed and the training path must import without it.
@@ -20,7 +24,13 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-SOURCES = ("digits", "tfds", "arrays", "synthetic")
+from input_pipeline import csv_source
+from input_pipeline import folder_source
+from input_pipeline import medical
+
+# Sources a config can name (data.source); 'arrays' is passed in by the caller.
+FILE_SOURCES = ("folder", "csv") + medical.MEDICAL_SOURCES
+SOURCES = ("digits", "tfds", "arrays", "synthetic") + FILE_SOURCES
 DIGITS_SPLITS = ("train", "test")
 SYNTHETIC_SPLITS = ("train", "test")
 DIGITS_NUM_TEST = 450
@@ -207,8 +217,38 @@ def make_source(data_config: ml_collections.ConfigDict, split: str, *,
     num_train = data_config.num_train_examples
     num_examples = num_train if split == "train" else num_train // 4
     return SyntheticSource(split, num_examples, data_config.image_size, data_config.num_classes)
+  if source in FILE_SOURCES:
+    return _checked_file_source(data_config, split)
   if source == "arrays":
     if arrays is None:
       raise ValueError("data.source='arrays' needs make_source(..., arrays=(images, labels))")
     return ArraySource(*arrays)
   raise ValueError(f"unknown data.source {source!r}; allowed: {list(SOURCES)}")
+
+
+def _checked_file_source(data_config: ml_collections.ConfigDict, split: str):
+  """A file-based source, checked against the class count the config expects."""
+  source = data_config.source
+  if source == "folder":
+    built = folder_source.folder_source(
+        data_config.root, split, train_split=data_config.train_split,
+        class_list=data_config.class_list, max_skipped_fraction=data_config.max_skipped_fraction,
+        name=data_config.name)
+  elif source == "csv":
+    built = csv_source.csv_source(data_config, split)
+  else:
+    built = medical.medical_source(data_config, split)
+  # num_classes 0 means "whatever the data holds"; otherwise a mismatch would make the
+  # evaluation's one-hot labels wrong (e.g. ImageNet-100 without its class list finds 1000).
+  if data_config.num_classes > 0 and len(built.classes) != data_config.num_classes:
+    hint = (" (give data.class_list: a file with the class folder names to use, one a line)"
+            if source == "folder" else "")
+    raise ValueError(f"data.num_classes={data_config.num_classes} but the {data_config.name} data "
+                     f"under {data_config.root} has {len(built.classes)} classes{hint}")
+  multi_hot = built.labels.ndim == 2
+  if multi_hot != (data_config.label_type == "multi_label"):
+    raise ValueError(
+        f"data.label_type={data_config.label_type!r} but the {data_config.name} labels are "
+        f"{'multi-hot vectors' if multi_hot else 'one class per image'}; set data.label_type to "
+        f"{'multi_label' if multi_hot else 'single (or ordinal)'}")
+  return built

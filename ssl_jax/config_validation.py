@@ -11,11 +11,14 @@ import tempfile
 
 import ml_collections
 
+from input_pipeline import sources
 from ssl_jax import models
 from ssl_jax.objectives import OBJECTIVES
 
 ALLOWED = {
-    "data.source": ("digits", "tfds", "synthetic"),
+    # 'arrays' is not nameable: in-memory data is passed to the pipeline by code.
+    "data.source": tuple(s for s in sources.SOURCES if s != "arrays"),
+    "data.label_type": ("single", "multi_label", "ordinal"),
     "model.stem": ("imagenet", "cifar"),
     "model.dtype": tuple(models.COMPUTE_DTYPES),
     "model.name": models.BACKBONE_NAMES,
@@ -59,9 +62,27 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
               "max_nonfinite_steps"):
     if config[key] < 1:
       raise ConfigError(f"config.{key}={config[key]} must be at least 1")
+  validate_data_fields(config)
   eval_batch = config.eval.batch_size
   if eval_batch <= 0:
     raise ConfigError(f"config.eval.batch_size={eval_batch} must be positive")
+
+
+def validate_data_fields(config: ml_collections.ConfigDict) -> None:
+  """Ranges of the data and geometric augmentation fields (shared with the evaluation configs,
+  which have no `augment` section)."""
+  data = config.data
+  if not 0.0 <= data.max_skipped_fraction < 1.0:
+    raise ConfigError(f"config.data.max_skipped_fraction={data.max_skipped_fraction} must be in "
+                      "[0, 1)")
+  if not 0.0 < data.test_fraction < 1.0:
+    raise ConfigError(f"config.data.test_fraction={data.test_fraction} must be in (0, 1)")
+  if data.label_type == "multi_label" and data.num_classes < 1:
+    raise ConfigError("config.data.label_type='multi_label' needs config.data.num_classes (the "
+                      "length of the 0/1 label vector)")
+  if "augment" in config and config.augment.rotation_degrees < 0:
+    raise ConfigError(f"config.augment.rotation_degrees={config.augment.rotation_degrees} must "
+                      "be >= 0")
 
 
 def unknown_key_message(config: ml_collections.ConfigDict, dotted_key: str) -> str | None:

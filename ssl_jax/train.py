@@ -17,6 +17,7 @@ import jax
 import ml_collections
 
 from input_pipeline import pipeline as input_pipeline
+from input_pipeline import sources as input_sources
 from ssl_jax import checkpointing
 from ssl_jax import config_validation
 from ssl_jax import distributed
@@ -34,6 +35,8 @@ from ssl_jax.objectives import build_objective
 ENCODER_DIR = "encoder"
 CHECKPOINT_DIR = "checkpoints"
 SUMMARY_FILE = "summary.json"
+# The label names of file-based datasets, one a line in label order (usable as data.class_list).
+CLASSES_FILE = "classes.txt"
 
 
 class Preempted(RuntimeError):
@@ -210,6 +213,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   jitted_step = experiment.compiled_train_step(state, state_shardings)
 
   writer = monitoring.create_writer(experiment.workdir, enabled=is_lead)
+  if is_lead:
+    _save_class_list(config, experiment.workdir)
   if start_step == 0 and is_lead:
     writer.write_hparams({key: str(value) for key, value in _flatten(config.to_dict()).items()})
   progress = monitoring.Progress(experiment.total_steps, start_step, experiment.global_batch,
@@ -251,9 +256,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         knn = frozen.evaluate_frozen(
             random_init.with_variables(experiment.encoder_variables(state)), config, mesh,
             knn_ks=config.eval.knn_k[:1], linear_probe=False)
+        # Multi-label data reports the mean AUC over labels instead of top-1.
+        knn_key = "knn_top1" if "knn_top1" in knn else "knn_mean_auc"
         if is_lead:
-          writer.write_scalars(done, {"online_knn_top1": knn["knn_top1"]})
-        progress.write(f"step {done}: online kNN top-1 {knn['knn_top1']:.4f}")
+          writer.write_scalars(done, {f"online_{knn_key}": knn[knn_key]})
+        progress.write(f"step {done}: online {knn_key} {knn[knn_key]:.4f}")
         progress.exclude_since_last_update()
 
       if config.analysis_every_steps > 0 and done % config.analysis_every_steps == 0:
@@ -314,6 +321,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   return summary
 
 
+def _save_class_list(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes WORKDIR/classes.txt for sources with named classes (folders, CSVs, medical sets), so
+  the label order of this run can be pinned later with --config.data.class_list."""
+  if config.data.source not in input_sources.FILE_SOURCES:
+    return
+  classes = input_sources.make_source(config.data, config.data.train_split).classes
+  if classes:
+    with open(os.path.join(workdir, CLASSES_FILE), "w") as f:
+      f.write("".join(f"{name}\n" for name in classes))
+
+
 def _record_analysis(experiment: Experiment, state, step: int, writer, history,
                      is_lead: bool) -> None:
   """Runs the objective's host-side analysis on the current state: the record goes to
@@ -345,13 +363,16 @@ def results_table(summary: dict[str, Any]) -> str:
       "random_init_data_bn": "random init, BN stats from data",
       "trained": f"trained ({summary['objective']})",
   }
-  rows = [("encoder", "kNN top-1", "linear top-1")]
+  # Multi-label data is scored by the mean AUC over labels instead of top-1.
+  multi_label = any("knn_mean_auc" in results for results in summary["eval"].values())
+  metric, title = ("mean_auc", "mean AUC") if multi_label else ("top1", "top-1")
+  rows = [("encoder", f"kNN {title}", f"linear {title}")]
   for name, label in labels.items():
     if name not in summary["eval"]:
       continue
     results = summary["eval"][name]
-    linear = results.get("linear_top1")
-    rows.append((label, f"{results['knn_top1']:.4f}",
+    linear = results.get(f"linear_{metric}")
+    rows.append((label, f"{results[f'knn_{metric}']:.4f}",
                  "-" if linear is None else f"{linear:.4f}"))
   widths = [max(len(row[i]) for row in rows) for i in range(3)]
   lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()

@@ -82,8 +82,8 @@ def test_unknown_source_and_split_errors_list_allowed_values():
   data_config = make_config("digits").data
   with pytest.raises(ValueError, match=r"'validation'.*\['train', 'test'\]"):
     sources.make_source(data_config, "validation")
-  data_config.source = "csv"
-  with pytest.raises(ValueError, match=r"'csv'.*'digits'.*'synthetic'"):
+  data_config.source = "hdf5"
+  with pytest.raises(ValueError, match=r"'hdf5'.*'digits'.*'synthetic'"):
     sources.make_source(data_config, "train")
   data_config.source = "arrays"
   with pytest.raises(ValueError, match="arrays="):

@@ -2,6 +2,8 @@
 
 Cosine similarity between l2-normalised features; each of the k nearest training examples votes
 for its class with weight exp(similarity / temperature); the class with the largest total wins.
+For multi-label data (multi-hot label vectors) the weighted mean of the neighbours' vectors is a
+score per label, ranked by AUC.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ def _predict_chunk(test_features, train_features, train_labels, k, temperature, 
   weights = jnp.exp(top_similarity / temperature)
   votes = jax.nn.one_hot(train_labels[top_index], num_classes) * weights[..., None]
   return jnp.argmax(votes.sum(axis=1), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _multilabel_chunk(test_features, train_features, train_targets, k, temperature):
+  similarity = test_features @ train_features.T
+  top_similarity, top_index = jax.lax.top_k(similarity, k)
+  weights = jax.nn.softmax(top_similarity / temperature, axis=-1)   # exp(s/T), normalised
+  return jnp.einsum("nk,nkl->nl", weights, train_targets[top_index])
 
 
 def _l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -46,3 +56,18 @@ def knn_top1(train_features, train_labels, test_features, test_labels, *, k: int
   predictions = knn_predict(train_features, train_labels, test_features, k=k,
                             temperature=temperature, num_classes=num_classes)
   return float(np.mean(predictions == np.asarray(test_labels)))
+
+
+def knn_multilabel_scores(train_features: np.ndarray, train_targets: np.ndarray,
+                          test_features: np.ndarray, *, k: int, temperature: float,
+                          chunk_size: int = 1024) -> np.ndarray:
+  """(N_test, labels) scores: the exp(similarity / T)-weighted mean of the k nearest training
+  rows' 0/1 label vectors."""
+  k = min(k, train_features.shape[0])
+  train = jnp.asarray(_l2_normalize(train_features))
+  targets = jnp.asarray(train_targets, jnp.float32)
+  test = _l2_normalize(test_features)
+  return np.concatenate([
+      np.asarray(_multilabel_chunk(jnp.asarray(test[start:start + chunk_size]), train, targets, k,
+                                   temperature))
+      for start in range(0, test.shape[0], chunk_size)])

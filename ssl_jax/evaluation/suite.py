@@ -40,6 +40,8 @@ from ssl_jax.evaluation import metrics as metrics_lib
 from ssl_jax.evaluation import saliency as saliency_lib
 
 RESULTS_FILE = "results.json"
+# Evaluations that handle multi-hot labels (mean AUC over labels); the others need one class each.
+MULTI_LABEL_EVALUATIONS = ("linear", "knn", "cka", "saliency", "invariance")
 RANDOM_INIT = "random_init"
 
 
@@ -113,6 +115,8 @@ def _probe_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def evaluate_linear(context: Context, encoders: dict) -> Report:
   config = context.config
+  if frozen.is_multi_label(config):
+    return _evaluate_linear_multi_label(context, encoders)
   results, rows = {}, []
   for name, encoder in encoders.items():
     train = context.features(encoder, config.data.train_split)
@@ -131,12 +135,38 @@ def evaluate_linear(context: Context, encoders: dict) -> Report:
                 [plot])
 
 
+def _evaluate_linear_multi_label(context: Context, encoders: dict) -> Report:
+  """One sigmoid head per label, scored by the mean AUC over labels (multi-label data)."""
+  config = context.config
+  kwargs = _probe_kwargs(config)
+  kwargs.pop("select_by")   # the multi-label probe selects by validation mean AUC
+  results, rows = {}, []
+  for name, encoder in encoders.items():
+    train = context.features(encoder, config.data.train_split)
+    test = context.features(encoder, config.data.test_split)
+    probe = linear_probe_lib.multilabel_linear_probe(*train, *test, **kwargs)
+    results[name] = probe
+    rows.append((name, _fmt(probe["mean_auc"]), f"{probe['l2']:.2g}"))
+  return Report(results, ("encoder", "mean AUC", "chosen L2"), rows)
+
+
 def evaluate_knn(context: Context, encoders: dict) -> Report:
   config = context.config
   ks = tuple(config.knn.ks)
   if not ks or min(ks) < 1:
     raise config_validation.ConfigError(f"knn.ks={ks} must be positive integers")
   results, rows = {}, []
+  if frozen.is_multi_label(config):
+    for name, encoder in encoders.items():
+      train_features, train_targets = context.features(encoder, config.data.train_split)
+      test_features, test_targets = context.features(encoder, config.data.test_split)
+      results[name] = {
+          f"mean_auc_k{k}": metrics_lib.multilabel_mean_auc(test_targets, knn_lib.knn_multilabel_scores(
+              train_features, train_targets, test_features, k=k,
+              temperature=config.knn.temperature))
+          for k in ks}
+      rows.append((name,) + tuple(_fmt(results[name][f"mean_auc_k{k}"]) for k in ks))
+    return Report(results, ("encoder",) + tuple(f"mean AUC k={k}" for k in ks), rows)
   for name, encoder in encoders.items():
     train_features, train_labels = context.features(encoder, config.data.train_split)
     test_features, test_labels = context.features(encoder, config.data.test_split)
@@ -397,6 +427,12 @@ def _validate(config: ml_collections.ConfigDict) -> None:
         f"data.source={config.data.source!r} is not allowed; choose one of {list(sources.SOURCES)}")
   if config.batch_size < 1:
     raise config_validation.ConfigError(f"batch_size={config.batch_size} must be positive")
+  config_validation.validate_data_fields(config)
+  if frozen.is_multi_label(config) and config.evaluation not in MULTI_LABEL_EVALUATIONS:
+    raise config_validation.ConfigError(
+        f"evaluation {config.evaluation!r} needs one class per image, but {config.data.name} "
+        f"labels are multi-label; evaluations for multi-label data: "
+        f"{sorted(MULTI_LABEL_EVALUATIONS)}")
 
 
 def run_evaluation(config: ml_collections.ConfigDict, workdir: str, *,
@@ -408,6 +444,8 @@ def run_evaluation(config: ml_collections.ConfigDict, workdir: str, *,
   config = config.copy_and_resolve_references()
   if config.data.image_size == 0:
     config.data.image_size = encoder.image_size
+  if config.data.num_classes == 0:   # 'whatever the data holds' (folder and csv presets)
+    config.data.num_classes = len(sources.make_source(config.data, config.data.train_split).classes)
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   encoders = {"encoder": encoder}
   if config.random_init_baseline:
