@@ -69,6 +69,7 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
       source=preset["source"],
       tfds_name=preset.get("tfds_name", ""),
       data_dir="",                    # TFDS data_dir ('' = TFDS default)
+      root="",                        # dataset directory (source='array_record': the converted one)
       image_size=preset["image_size"],
       num_classes=preset["num_classes"],
       train_split=preset["train_split"],

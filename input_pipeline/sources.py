@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-SOURCES = ("digits", "tfds", "arrays", "synthetic")
+SOURCES = ("digits", "tfds", "arrays", "synthetic", "array_record")
 DIGITS_SPLITS = ("train", "test")
 SYNTHETIC_SPLITS = ("train", "test")
 DIGITS_NUM_TEST = 450
@@ -211,4 +211,7 @@ def make_source(data_config: ml_collections.ConfigDict, split: str, *,
     if arrays is None:
       raise ValueError("data.source='arrays' needs make_source(..., arrays=(images, labels))")
     return ArraySource(*arrays)
+  if source == "array_record":
+    from input_pipeline import array_record_source  # pylint: disable=g-import-not-at-top
+    return array_record_source.make_source(data_config, split)
   raise ValueError(f"unknown data.source {source!r}; allowed: {list(SOURCES)}")
