@@ -15,7 +15,7 @@ from ssl_jax import models
 from ssl_jax.objectives import OBJECTIVES
 
 ALLOWED = {
-    "data.source": ("digits", "tfds", "synthetic"),
+    "data.source": ("digits", "tfds", "synthetic", "array_record"),
     "model.stem": ("imagenet", "cifar"),
     "model.dtype": tuple(models.COMPUTE_DTYPES),
     "model.name": models.BACKBONE_NAMES,

@@ -11,10 +11,12 @@ import pytest
 from PIL import Image
 
 from configs import common
+from configs import moco_v2
 from input_pipeline import array_record_source
 from input_pipeline import convert_array_record
 from input_pipeline import pipeline
 from input_pipeline import sources
+from ssl_jax import config_validation
 
 
 class ListSource:
@@ -165,6 +167,11 @@ def test_converted_dataset_feeds_the_train_and_eval_pipelines(tmp_path):
   labels = np.concatenate([b["label"] for b in eval_batches])
   np.testing.assert_array_equal(labels, [reference_test[i]["label"] for i in range(len(labels))])
   assert len(labels) == len(reference_test)
+
+  # The engine accepts it in a real objective's config (checks that run before device work).
+  moco_config = moco_v2.get_config("digits")
+  moco_config.data.update(dict(source="array_record", root=str(tmp_path)))
+  config_validation.validate_config(moco_config, num_devices=8, process_count=1)
 
   # Worker processes reopen the ArrayRecord files from their paths and give the same stream.
   reading.data.num_workers = 1
