@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -221,3 +223,23 @@ def test_resize_keeps_small_images_and_makes_the_shorter_side_exact():
   grey = np.full((100, 70, 3), 77, np.uint8)
   np.testing.assert_array_equal(convert_array_record.resize_shorter_side(grey, 35), 77)
   assert Image.fromarray(grey).size == (70, 100)
+
+
+def test_command_line_converts_the_configured_splits(tmp_path):
+  output = tmp_path / "digits_ar"
+  result = subprocess.run(
+      [sys.executable, "-m", "input_pipeline.convert_array_record",
+       "--config=configs/moco_v2.py:digits", f"--output={output}", "--splits=test",
+       "--max_examples=50", "--format=png", "--num_threads=1"],
+      capture_output=True, text=True, check=False, timeout=120,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode == 0, result.stderr[-2000:]
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary["examples"] == {"test": 50} and summary["shorter_side"] == 19   # ceil(1.15*16)
+  config = reading_config(str(output))
+  converted = sources.make_source(config.data, "test")
+  original = sources.make_source(digits_config().data, "test")
+  assert len(converted) == 50
+  for index in (0, 17, 49):
+    np.testing.assert_array_equal(converted[index]["image"], original[index]["image"])
+    assert converted[index]["label"] == original[index]["label"]
