@@ -132,7 +132,8 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
       shuffle_seed=0,
       # 'single' | 'multi_label' (a 0/1 vector of num_classes) | 'ordinal' (grades 0..K-1)
       label_type=preset.get("label_type", "single"),
-      # File-based sources (folder, csv, chestxray14, histopathology, retinopathy):
+      # File-based sources (folder, csv, chestxray14, histopathology, retinopathy) and
+      # array_record (the converter's output directory):
       root="",                        # directory of the download
       class_list="",                  # folder: file of class folder names, one a line
       labels_csv=preset.get("labels_csv", ""),   # CSV of labels, relative to root (or absolute)

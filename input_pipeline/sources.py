@@ -30,7 +30,7 @@ from input_pipeline import medical
 
 # Sources a config can name (data.source); 'arrays' is passed in by the caller.
 FILE_SOURCES = ("folder", "csv") + medical.MEDICAL_SOURCES
-SOURCES = ("digits", "tfds", "arrays", "synthetic") + FILE_SOURCES
+SOURCES = ("digits", "tfds", "arrays", "synthetic", "array_record") + FILE_SOURCES
 DIGITS_SPLITS = ("train", "test")
 SYNTHETIC_SPLITS = ("train", "test")
 DIGITS_NUM_TEST = 450
@@ -223,6 +223,9 @@ def make_source(data_config: ml_collections.ConfigDict, split: str, *,
     if arrays is None:
       raise ValueError("data.source='arrays' needs make_source(..., arrays=(images, labels))")
     return ArraySource(*arrays)
+  if source == "array_record":
+    from input_pipeline import array_record_source  # pylint: disable=g-import-not-at-top
+    return array_record_source.make_source(data_config, split)
   raise ValueError(f"unknown data.source {source!r}; allowed: {list(SOURCES)}")
 
 
