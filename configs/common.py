@@ -202,8 +202,8 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
 
   config.mesh = ml_collections.ConfigDict(dict(
       data=-1,                # -1: all devices not used by other axes
-      fsdp=1,                 # > 1 shards large params/opt state over this axis
-      fsdp_min_size=2**18,    # only leaves with at least this many elements are sharded
+      fsdp=1,                 # > 1 shards large params, EMA target, opt state over this axis
+      fsdp_min_size=2**18,    # only leaves of >= 2 dims and this many elements are sharded
   ))
 
   config.log_every_steps = 50

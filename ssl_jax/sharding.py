@@ -49,26 +49,56 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def _fsdp_spec(shape: tuple[int, ...], fsdp_size: int, min_size: int) -> PartitionSpec:
-  """Shards the largest dimension divisible by the fsdp axis; small leaves stay replicated
-  because gathering them would cost more than storing them."""
-  if fsdp_size == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+def fsdp_spec(shape: tuple[int, ...], fsdp_size: int, min_size: int) -> PartitionSpec:
+  """The FSDP rule for one leaf: which dimension, if any, is split over the 'fsdp' axis.
+
+  - Scalars and vectors (BatchNorm scales, biases and statistics, step counters) stay
+    replicated: even in a ResNet-200 x2 a vector holds at most 8192 numbers, and an all-gather
+    per vector would cost a collective's latency to save almost nothing.
+  - Leaves under `min_size` elements stay replicated for the same reason.
+  - Otherwise the last dimension is split when the axis divides it: Flax keeps the output
+    features last in every Conv (kh, kw, in, out) and Dense (in, out) kernel, and output
+    channels are never the 3 RGB inputs of a stem. Failing that, the largest dimension the
+    axis divides (the first of equals); with none, the leaf stays replicated.
+  Memory per device is the same whichever dimension is split; the rule only has to be
+  predictable, so a sharded kernel's layout can be read off its shape.
+  """
+  if fsdp_size == 1 or len(shape) < 2 or int(np.prod(shape, dtype=np.int64)) < min_size:
     return PartitionSpec()
-  candidates = [d for d in range(len(shape)) if shape[d] % fsdp_size == 0]
-  if not candidates:
-    return PartitionSpec()
-  dim = max(candidates, key=lambda d: shape[d])
+  if shape[-1] % fsdp_size == 0:
+    dim = len(shape) - 1
+  else:
+    candidates = [d for d in range(len(shape)) if shape[d] % fsdp_size == 0]
+    if not candidates:
+      return PartitionSpec()
+    dim = max(candidates, key=lambda d: (shape[d], -d))
   spec = [None] * len(shape)
   spec[dim] = FSDP_AXIS
   return PartitionSpec(*spec)
 
 
 def state_shardings(abstract_state: Any, mesh: Mesh, fsdp_min_size: int) -> Any:
-  """Sharding of every leaf of a state pytree (from `jax.eval_shape`), by rule."""
+  """Sharding of every leaf of a state pytree (from `jax.eval_shape`), by `fsdp_spec`.
+
+  The rule looks at shapes only, so params, the EMA target and the optimiser's moments (which
+  mirror the params' shapes) are all sharded alike, and so is any large objective state (the
+  MoCo queue). With mesh.fsdp=1 everything is replicated: plain data parallelism."""
   fsdp_size = mesh.shape[FSDP_AXIS]
   return jax.tree.map(
-      lambda leaf: NamedSharding(mesh, _fsdp_spec(tuple(leaf.shape), fsdp_size, fsdp_min_size)),
+      lambda leaf: NamedSharding(mesh, fsdp_spec(tuple(leaf.shape), fsdp_size, fsdp_min_size)),
       abstract_state)
+
+
+def bytes_per_device(tree: Any, shardings: Any) -> dict:
+  """Bytes of `tree`'s leaves (arrays or ShapeDtypeStructs) held by each device under
+  `shardings`: {device: bytes}. Computed from shard shapes, so it needs no materialised state."""
+  totals: dict = {}
+  for leaf, sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings), strict=True):
+    shard_shape = sharding.shard_shape(tuple(leaf.shape))
+    shard_bytes = int(np.prod(shard_shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
+    for device in sharding.device_set:
+      totals[device] = totals.get(device, 0) + shard_bytes
+  return totals
 
 
 def host_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -22,11 +22,16 @@ from ssl_jax.models import (MLP, GroupedBatchNorm, ResNet, SSLNetwork, build_bac
                             feature_dim)
 from ssl_jax.models.resnet import ResidualBlock, resnet
 
-# torchvision.models.resnet{18,50}(): total parameters, and those of its 1000-way fc layer.
+# torchvision.models.resnet{18,50,101,152}(): total parameters, and those of its 1000-way fc.
 TORCHVISION_PARAM_COUNTS = {
     "resnet18": (11_689_512, 512 * 1000 + 1000),
     "resnet50": (25_557_032, 2048 * 1000 + 1000),
+    "resnet101": (44_549_160, 2048 * 1000 + 1000),
+    "resnet152": (60_192_808, 2048 * 1000 + 1000),
 }
+# The wide ResNets of SimCLR (Chen et al. 2020, table 13) and BYOL (Grill et al. 2020,
+# table 1), in millions of parameters as published: every channel count doubled ("2x").
+PAPER_WIDE_PARAM_MILLIONS = {("resnet50", 128): 94, ("resnet200", 128): 250}
 
 
 def init_key() -> jax.Array:
@@ -87,11 +92,20 @@ def test_param_count_matches_torchvision_without_fc(name):
   assert count_params(variables["params"]) == total - fc
 
 
+@pytest.mark.parametrize("name,width", sorted(PAPER_WIDE_PARAM_MILLIONS))
+def test_wide_resnet_param_count_matches_papers(name, width):
+  model = resnet(name, stem="imagenet", width=width)
+  variables = jax.eval_shape(functools.partial(model.init, train=False), init_key(),
+                             jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
+  assert round(count_params(variables["params"]) / 1e6) == PAPER_WIDE_PARAM_MILLIONS[name, width]
+
+
 def test_feature_dim():
   assert feature_dim("resnet18", 64) == 512
   assert feature_dim("resnet34", 64) == 512
   assert feature_dim("resnet50", 64) == 2048
   assert feature_dim("resnet10", 4) == 32
+  assert feature_dim("resnet200", 128) == 4096   # ResNet-200 (2x)
 
 
 def test_unknown_name_lists_allowed_names():

@@ -38,6 +38,11 @@ RESNET_SPECS: dict[str, tuple[tuple[int, ...], str]] = {
     "resnet18": ((2, 2, 2, 2), "basic"),
     "resnet34": ((3, 4, 6, 3), "basic"),
     "resnet50": ((3, 4, 6, 3), "bottleneck"),
+    "resnet101": ((3, 4, 23, 3), "bottleneck"),
+    "resnet152": ((3, 8, 36, 3), "bottleneck"),
+    # He et al. 2016 (identity mappings), in the post-activation v1.5 layout above; with
+    # width=128 it is the 'ResNet-200 (2x)' of SimCLR and BYOL.
+    "resnet200": ((3, 24, 36, 3), "bottleneck"),
 }
 
 
@@ -155,7 +160,7 @@ def _spec(name: str) -> tuple[tuple[int, ...], str]:
 
 
 def resnet(name: str, **kwargs) -> ResNet:
-  """Builds a named ResNet ('resnet10', 'resnet18', 'resnet34', 'resnet50'); kwargs go to ResNet."""
+  """Builds a named ResNet (a key of RESNET_SPECS, e.g. 'resnet50'); kwargs go to ResNet."""
   stage_sizes, block = _spec(name)
   return ResNet(stage_sizes=stage_sizes, block=block, **kwargs)
 
