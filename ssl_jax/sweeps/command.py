@@ -120,6 +120,7 @@ def run_sweep(config: ml_collections.ConfigDict, *, config_spec: str,
 def print_summary(sweep_dir: str, metric: str = summary.DEFAULT_METRIC, *,
                   ascending: bool = False) -> int:
   """--mode=sweep_summary: the table of an existing sweep directory."""
+  summary.check_metric_name(metric)
   sweep_dir = os.path.abspath(sweep_dir)
   print(summary.summarize(read_runs(sweep_dir), sweep_dir, metric, descending=not ascending))
   return 0

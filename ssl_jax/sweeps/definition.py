@@ -118,10 +118,12 @@ def _parse_scalar(key: str, text: str, field_type: type) -> Any:
 
 def _check_scalar(key: str, value: Any, field_type: type) -> Any:
   """A Python `value` (from a sweep file) checked against `field_type`; ints become floats."""
-  if field_type is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-    return float(value)
+  if field_type is float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+    raise _bad_value(key, value, "a float")
   if field_type in (bool, int, str) and type(value) is not field_type:
-    raise _bad_value(key, value, f"a {field_type.__name__}")
+    raise _bad_value(key, value, {bool: "a bool", int: "an int", str: "a str"}[field_type])
   return value
 
 
@@ -223,7 +225,10 @@ def load_sweep_file(config: ml_collections.ConfigDict, spec: str) -> list[dict[s
   if not callable(getattr(module, "get_sweep", None)):
     raise SweepError(f"sweep file {path!r} has no function get_sweep() returning a list of "
                      "override dicts")
-  runs = module.get_sweep(arg) if arg else module.get_sweep()
+  try:
+    runs = module.get_sweep(arg) if arg else module.get_sweep()
+  except (ValueError, KeyError, TypeError) as error:   # e.g. an unknown arg
+    raise SweepError(f"sweep file {path!r}: get_sweep({arg!r}): {error}") from None
   if not isinstance(runs, (list, tuple)) or not all(isinstance(run, Mapping) for run in runs):
     raise SweepError(f"sweep file {path!r}: get_sweep() must return a list of dicts "
                      "{'optim.base_lr': 0.1, ...}")

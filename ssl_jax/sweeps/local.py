@@ -10,6 +10,7 @@ a checkpoint) and ends the sweep; the same sweep command resumes it.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
@@ -57,15 +58,17 @@ def _forward_sigterm(state: dict):
 
 def _stream(process: subprocess.Popen, log_path: str) -> None:
   """Copies the child's output to our stdout and to its log file as it comes."""
+  # Incremental: a progress bar's multi-byte characters may be split between two reads.
+  decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
   with open(log_path, "ab") as log:
     while True:
       chunk = os.read(process.stdout.fileno(), 65536)
-      if not chunk:
-        break
       log.write(chunk)
       log.flush()
-      sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+      sys.stdout.write(decoder.decode(chunk, final=not chunk))
       sys.stdout.flush()
+      if not chunk:
+        break
 
 
 def run_locally(runs: Sequence[Run], sweep_dir: str, *, main_path: str, config_spec: str,

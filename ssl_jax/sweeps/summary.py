@@ -106,10 +106,14 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
                          for key in metric_keys]])
 
 
-def _format_metric(value: float | None) -> str:
+# Rates and durations need no four decimals.
+_ONE_DECIMAL = ("images_per_second", "wall_time_seconds", "steps")
+
+
+def _format_metric(key: str, value: float | None) -> str:
   if value is None:
     return "-"
-  return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4f}"
+  return f"{value:.1f}" if key in _ONE_DECIMAL else f"{value:.4f}"
 
 
 def format_table(rows: Sequence[dict[str, Any]], metric: str) -> str:
@@ -124,7 +128,7 @@ def format_table(rows: Sequence[dict[str, Any]], metric: str) -> str:
     swept = ([format_value(row["overrides"][key]) if key in row["overrides"] else "-"
               for key in override_keys] if override_keys else [row["run"]])
     table.append([*swept, row["status"],
-                  *[_format_metric(row["metrics"].get(key)) for key in metric_keys]])
+                  *[_format_metric(key, row["metrics"].get(key)) for key in metric_keys]])
   widths = [max(len(line[i]) for line in table) for i in range(len(header))]
   lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
            for line in table]
