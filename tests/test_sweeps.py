@@ -284,62 +284,54 @@ def test_summary_sorts_by_the_metric_and_writes_every_metric_to_csv(tmp_path):
 
 # --- a real sweep ---------------------------------------------------------------------------------
 
-def test_a_sweep_of_tiny_runs_through_main_records_failures_and_tabulates(tmp_path):
+def test_a_sweep_of_two_tiny_runs_through_main(tmp_path):
   sweep_file = tmp_path / "tiny_sweep.py"
-  # The first run fails at once (33 images do not split over 2 devices): the sweep goes on. The
-  # other two differ only in the data order, so the second reuses the first's compiled programs
-  # (the session's compilation cache) and the test stays short.
-  sweep_file.write_text("def get_sweep():\n  return [{'batch_size': 33, 'data.shuffle_seed': 0},"
-                        " {'batch_size': 32, 'data.shuffle_seed': 0},"
-                        " {'batch_size': 32, 'data.shuffle_seed': 1}]\n")
+  sweep_file.write_text("def get_sweep():\n  return [{'eval.max_examples': 256}]\n")
   command_line = [
       sys.executable, MAIN, "--mode=sweep",
       "--config=" + os.path.join(REPO, "configs", "moco_v2.py") + ":digits,tiny",
       "--config.num_steps=4", "--config.log_every_steps=2", "--config.model.name=resnet10",
-      "--config.model.width=4", "--config.data.image_size=16",
+      "--config.model.width=4", "--config.data.image_size=16", "--config.batch_size=32",
       "--config.objective_config.queue_size=256", "--config.eval.linear_probe=false",
-      "--config.eval.random_init_data_bn=false", "--config.eval.max_examples=256",
-      "--config.eval.knn_k=(20,)", f"--sweep_file={sweep_file}", "--workdir=sweep"]
+      "--config.eval.random_init_data_bn=false", "--config.eval.knn_k=(20,)",
+      f"--sweep_file={sweep_file}",
+      # The runs differ only in the data order, so the second reuses the first's compiled
+      # programs (the session's compilation cache) and the test stays short. (Crashes, skipping
+      # and SIGTERM are tested below with a stand-in for main.py.)
+      "--sweep=data.shuffle_seed=0,1", "--workdir=sweep"]
   # Two devices rather than the session's eight: a smaller program to compile.
   environment = dict(os.environ, XLA_FLAGS=os.environ["XLA_FLAGS"].replace(
       "--xla_force_host_platform_device_count=8", "--xla_force_host_platform_device_count=2"))
   result = subprocess.run(command_line, cwd=tmp_path, capture_output=True, text=True,
                           timeout=600, env=environment)
   output = result.stdout + result.stderr
-  assert result.returncode == 1, output[-4000:]   # one run failed
+  assert result.returncode == 0, output[-4000:]
   sweep_dir = tmp_path / "sweep"
-  names = ["batch_size=33,data.shuffle_seed=0", "batch_size=32,data.shuffle_seed=0",
-           "batch_size=32,data.shuffle_seed=1"]
+  names = ["eval.max_examples=256,data.shuffle_seed=0", "eval.max_examples=256,data.shuffle_seed=1"]
   assert sorted(os.listdir(sweep_dir)) == sorted(names + ["sweep.json", summary.CSV_FILE])
-  assert json.loads((sweep_dir / names[0] / "sweep_status.json").read_text())["returncode"] == 2
-  assert "must be divisible by the 2 devices" in (sweep_dir / names[0] / "sweep_log.txt").read_text()
-  for name, shuffle_seed in zip(names[1:], (0, 1)):
+  for name, shuffle_seed in zip(names, (0, 1)):
+    assert json.loads((sweep_dir / name / "sweep_status.json").read_text())["returncode"] == 0
     run_config = json.loads((sweep_dir / name / "summary.json").read_text())["config"]
-    assert run_config["data"]["shuffle_seed"] == shuffle_seed and run_config["batch_size"] == 32
+    assert run_config["data"]["shuffle_seed"] == shuffle_seed
+    assert run_config["eval"]["max_examples"] == 256 and run_config["batch_size"] == 32
     assert run_config["num_steps"] == 4 and run_config["eval"]["knn_k"] == [20]
   with open(sweep_dir / summary.CSV_FILE) as f:
     rows = list(csv.DictReader(f))
-  knn = [json.loads((sweep_dir / name / "summary.json").read_text())["eval"]["trained"]["knn_top1"]
-         for name in names[1:]]
-  best_first = [names[1 + i] for i in sorted(range(2), key=lambda i: -knn[i])]
-  assert [row["run"] for row in rows] == best_first + [names[0]]
-  assert [row["status"] for row in rows] == ["done", "done", "failed (exit 2)"]
-  assert {row["run"]: float(row["eval.trained.knn_top1"]) for row in rows[:2]} == \
-      dict(zip(names[1:], knn))
-  assert {row["run"]: row["data.shuffle_seed"] for row in rows} == dict(zip(names, "001"))
-  assert "2/3 runs done, sorted by eval.trained.knn_top1" in result.stdout
+  summaries = [json.loads((sweep_dir / name / "summary.json").read_text()) for name in names]
+  knn = [run_summary["eval"]["trained"]["knn_top1"] for run_summary in summaries]
+  # Best first; on a tie the sweep's order stays.
+  assert [row["run"] for row in rows] == [names[i] for i in sorted(range(2), key=lambda i: -knn[i])]
+  assert [row["status"] for row in rows] == ["done", "done"]
+  assert {row["run"]: float(row["eval.trained.knn_top1"]) for row in rows} == dict(zip(names, knn))
+  assert {row["run"]: row["data.shuffle_seed"] for row in rows} == dict(zip(names, "01"))
+  assert "2/2 runs done, sorted by eval.trained.knn_top1" in result.stdout
 
-  # The summary alone, sorted by another metric; a misspelt metric is refused by main.py.
+  # The summary alone, sorted by another metric.
   assert command.print_summary(str(sweep_dir), "final_loss", ascending=True) == 0
-  losses = [json.loads((sweep_dir / name / "summary.json").read_text())["final_loss"]
-            for name in names[1:]]
+  losses = [run_summary["final_loss"] for run_summary in summaries]
   with open(sweep_dir / summary.CSV_FILE) as f:
-    assert [row["run"] for row in csv.DictReader(f)][:2] == [
-        names[1 + i] for i in sorted(range(2), key=lambda i: losses[i])]
-  result = subprocess.run([sys.executable, MAIN, "--mode=sweep_summary", "--workdir=sweep",
-                           "--sweep_metric=final_los"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
-  assert result.returncode == 2 and "allowed: final_loss" in result.stderr
+    assert [row["run"] for row in csv.DictReader(f)] == [
+        names[i] for i in sorted(range(2), key=lambda i: losses[i])]
 
 
 # --- the local runner with a stand-in for main.py -------------------------------------------------
