@@ -9,6 +9,9 @@ r"""ssl-jax entry point: pretrain (and evaluate) a config, or export the encoder
       --config.encoder=runs/moco/encoder --workdir=runs/moco/eval/linear   # see configs/eval/
   python main.py --mode=convert --checkpoint=moco_v2_800ep_pretrain.pth.tar --source=mocov2_r50 \
       --workdir=converted/mocov2                     # a PyTorch checkpoint -> WORKDIR/encoder
+  python main.py --mode=sweep --config=configs/moco_v2.py:digits \
+      --sweep=optim.base_lr=3e-4,1e-3,3e-3 --workdir=runs/lr_sweep   # one run per value, a table
+  python main.py --mode=sweep_summary --workdir=runs/lr_sweep       # the table again
 
 Running the same command again resumes from the latest checkpoint in --workdir. SIGTERM saves a
 checkpoint and exits with status 143.
@@ -39,13 +42,16 @@ config_flags.DEFINE_config_file(
     "--config.<field>=<value>.", lock_config=True)
 flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, TensorBoard events, "
                     "the exported encoder and summary.json (relative paths are fine).")
-flags.DEFINE_enum("mode", "train", ["train", "export", "plot", "eval", "convert"],
+flags.DEFINE_enum("mode", "train", ["train", "export", "plot", "eval", "convert", "sweep",
+                                    "sweep_summary"],
                   "train: pretrain (resuming if possible), export, evaluate. export: write the "
                   "encoder of the latest checkpoint in --workdir to WORKDIR/encoder. plot: draw "
                   "the run's recorded metrics and analysis signals to WORKDIR/plots/*.png. eval: "
                   "run the evaluation config (configs/eval/*.py) on its --config.encoder, writing "
                   "WORKDIR/results.json and plots. convert: a PyTorch checkpoint (--checkpoint, "
-                  "--source) to WORKDIR/encoder.")
+                  "--source) to WORKDIR/encoder. sweep: one training run per override set of "
+                  "--sweep / --sweep_file, each in WORKDIR/<overrides>, then a table. "
+                  "sweep_summary: the table of the sweep in --workdir.")
 # --mode=convert (see ssl_jax/torch_import and the README's list of sources).
 flags.DEFINE_string("checkpoint", None, "convert: the .pth / .pth.tar / .safetensors file.")
 flags.DEFINE_string("source", None, "convert: the checkpoint family, e.g. mocov2_r50, swav_r50, "
@@ -54,6 +60,21 @@ flags.DEFINE_string("source", None, "convert: the checkpoint family, e.g. mocov2
 flags.DEFINE_string("arch", None, "convert: backbone override (resnet18, resnet50, densenet121).")
 flags.DEFINE_string("key_prefix", None, "convert: prefix in front of the torchvision names, "
                     "overriding the source's (e.g. 'module.encoder_q.').")
+# --mode=sweep and --mode=sweep_summary (see ssl_jax/sweeps).
+flags.DEFINE_multi_string("sweep", [], "sweep: key=v1,v2,... (repeatable, or ';' between keys); "
+                          "the runs are the product of the values, e.g. "
+                          "--sweep=optim.base_lr=1e-3,3e-3 --sweep=model.width=8,16.")
+flags.DEFINE_string("sweep_file", None, "sweep: path.py[:arg] whose get_sweep(arg) returns a list "
+                    "of override dicts ({'optim.base_lr': 0.1, ...}); combines with --sweep.")
+flags.DEFINE_enum("sweep_emit", "run", ["run", "slurm", "list"], "sweep: run the runs here one "
+                  "after another (run), write WORKDIR/sweep.sbatch, a SLURM job array (slurm), or "
+                  "only list them (list).")
+flags.DEFINE_multi_string("sweep_sbatch", [], "sweep_emit=slurm: extra #SBATCH options, e.g. "
+                          "--sweep_sbatch=--gres=gpu:1 --sweep_sbatch=--time=04:00:00.")
+flags.DEFINE_string("sweep_metric", "eval.trained.knn_top1", "sweep, sweep_summary: the "
+                    "summary.json metric that sorts the table (descending).")
+flags.DEFINE_bool("sweep_ascending", False, "sweep, sweep_summary: sort ascending (e.g. for "
+                  "final_loss).")
 
 # Multi-process launches (ssl_jax/distributed.py); unset: read from the cluster environment, if any.
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordination service "
@@ -128,6 +149,8 @@ def main(argv):
   std_logging.getLogger("absl").setLevel(std_logging.WARNING)
   config = flags.FLAGS.config
   try:
+    if flags.FLAGS.mode in ("sweep", "sweep_summary"):
+      sys.exit(_sweep_mode())
     if flags.FLAGS.mode == "plot":
       from ssl_jax import plots
       for path in plots.write_plots(flags.FLAGS.workdir):
@@ -155,6 +178,25 @@ def main(argv):
   except (train.NonFiniteTraining, TooManyUnreadableImages) as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(1)
+
+
+def _sweep_mode() -> int:
+  from ssl_jax import sweeps
+  from ssl_jax.sweeps.definition import SweepError
+  if not flags.FLAGS["workdir"].present:
+    raise SweepError(f"--mode={flags.FLAGS.mode} needs --workdir, the sweep's directory (each "
+                     "run gets a subdirectory)")
+  if flags.FLAGS.mode == "sweep_summary":
+    return sweeps.print_summary(flags.FLAGS.workdir, flags.FLAGS.sweep_metric,
+                                ascending=flags.FLAGS.sweep_ascending)
+  config_flag = flags.FLAGS["config"]
+  return sweeps.run_sweep(
+      flags.FLAGS.config, config_spec=config_flags.get_config_filename(config_flag),
+      base_overrides=config_flags.get_override_values(config_flag),
+      main_path=os.path.abspath(__file__), sweep_dir=flags.FLAGS.workdir,
+      sweep_flags=flags.FLAGS.sweep, sweep_file=flags.FLAGS.sweep_file,
+      emit=flags.FLAGS.sweep_emit, metric=flags.FLAGS.sweep_metric,
+      ascending=flags.FLAGS.sweep_ascending, sbatch_options=flags.FLAGS.sweep_sbatch)
 
 
 if __name__ == "__main__":

@@ -308,6 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       "images_per_second": progress.mean_images_per_second(),
       "wall_time_seconds": time.perf_counter() - wall_start,
       "eval": evaluation,
+      "config": config.to_dict(),   # what the run was, overrides included (sweep tables)
   }
   if is_lead:
     with open(os.path.join(experiment.workdir, SUMMARY_FILE), "w") as f:
