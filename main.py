@@ -82,6 +82,9 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coord
 flags.DEFINE_integer("num_processes", None, "Number of processes of the job (with "
                      "--coordinator_address and --process_id).")
 flags.DEFINE_integer("process_id", None, "This process's index in [0, --num_processes).")
+flags.DEFINE_bool("distributed", False, "Join a multi-process job that JAX detects from the "
+                  "environment (Cloud TPU VM pod slices, Kubernetes); SLURM and Open MPI launches "
+                  "of several tasks are joined without it.")
 
 EXIT_BAD_INPUT = 2
 EXIT_PREEMPTED = 143   # 128 + SIGTERM, what schedulers expect of a terminated job
@@ -140,7 +143,7 @@ def main(argv):
   if flags.FLAGS.mode in ("train", "export", "eval"):
     try:   # before anything creates a JAX backend
       distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
-                             flags.FLAGS.process_id)
+                             flags.FLAGS.process_id, from_environment=flags.FLAGS.distributed)
     except ValueError as error:
       print(f"error: {error}", file=sys.stderr)
       sys.exit(EXIT_BAD_INPUT)

@@ -7,8 +7,10 @@ NCCL on GPUs, ICI on TPUs, gloo on CPUs) do the rest. Nothing here moves trainin
 `initialize` is called once by `main.py` before any device is touched. A process joins a job
 
 * explicitly: `--coordinator_address=host:port --num_processes=N --process_id=i`, or
-* from the cluster's environment: SLURM (`srun`), Open MPI (`mpirun`), Kubernetes, Cloud TPU
-  VMs, where `jax.distributed.initialize()` finds all three values itself.
+* from the cluster's environment, where `jax.distributed.initialize()` finds all three values
+  itself: SLURM (`srun` with several tasks) and Open MPI (`mpirun`) are recognised here; Cloud
+  TPU VM pod slices and Kubernetes, which describe themselves through a metadata server, need
+  `--distributed` to ask for it.
 
 Otherwise it stays a single process and nothing changes.
 """
@@ -50,8 +52,11 @@ def cluster_environment_detected(environ: dict[str, str] | None = None) -> bool:
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> bool:
+               process_id: int | None = None, *, from_environment: bool = False) -> bool:
   """Joins a multi-process job if one is described (flags first, then the environment).
+
+  `from_environment` joins through JAX's own cluster detection even when the environment
+  variables checked here are absent (Cloud TPU pod slices, Kubernetes).
 
   Returns True if this process is now one of several. Must run before JAX creates a backend.
   Raises ValueError naming the missing flags when only some of the three are given.
@@ -67,7 +72,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     return False
   if given and not 0 <= process_id < num_processes:
     raise ValueError(f"--process_id={process_id} must be in [0, --num_processes={num_processes})")
-  if not given and not cluster_environment_detected():
+  if not given and not from_environment and not cluster_environment_detected():
     return False
   # CPU devices need a collectives library for cross-process all-reduces; gloo ships with
   # jaxlib. The setting only concerns the CPU backend, so it is harmless on GPU and TPU hosts.

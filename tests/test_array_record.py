@@ -14,7 +14,6 @@ from PIL import Image
 
 from configs import common
 from configs import moco_v2
-from input_pipeline import array_record_source
 from input_pipeline import convert_array_record
 from input_pipeline import pipeline
 from input_pipeline import sources

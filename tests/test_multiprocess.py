@@ -26,7 +26,7 @@ import pytest
 
 from configs import moco_v2
 from engine_helpers import apply_overrides, max_abs_difference
-from ssl_jax import checkpointing, export, train
+from ssl_jax import checkpointing, distributed, export, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Long enough for a signal to land mid-run; checkpoints every COMPARE_STEP steps.
@@ -192,3 +192,25 @@ def test_sigterm_to_one_process_saves_one_step_everywhere_and_resumes(two_proces
   print(f"preempted at {stopped_at} and resumed vs uninterrupted, two processes, after "
         f"{TOTAL_STEPS} steps: max abs difference over the whole train state {difference:.2e}")
   assert difference <= AGREEMENT_TOLERANCE
+
+
+# ------------------------------------------------------------------- launch flags and detection
+
+
+def test_partial_or_inconsistent_launch_flags_are_refused_by_name():
+  with pytest.raises(ValueError, match="--num_processes given without --coordinator_address, "
+                                       "--process_id"):
+    distributed.initialize(num_processes=2)
+  with pytest.raises(ValueError, match=r"--process_id=2 must be in \[0, --num_processes=2\)"):
+    distributed.initialize("localhost:1", 2, 2)
+  assert distributed.initialize("localhost:1", 1, 0) is False   # one process: nothing to join
+
+
+def test_cluster_detection_reads_task_counts_not_mere_presence():
+  detected = distributed.cluster_environment_detected
+  assert not detected({})
+  assert not detected({"SLURM_NTASKS": "1", "SLURM_JOB_ID": "7"})   # a one-task job (sweep arrays)
+  assert detected({"SLURM_NTASKS": "4"})
+  assert detected({"OMPI_COMM_WORLD_SIZE": "2"})
+  assert not detected({"OMPI_COMM_WORLD_SIZE": "1"})
+  assert detected({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"})

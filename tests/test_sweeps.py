@@ -17,7 +17,6 @@ import sys
 import ml_collections
 import pytest
 
-from ssl_jax import sweeps
 from ssl_jax.sweeps import command, definition, local, slurm, summary
 from ssl_jax.sweeps.definition import SweepError
 
