@@ -118,6 +118,9 @@ def tree_checksum(tree: Any) -> str:
   return digest.hexdigest()[:16]
 
 
+_barrier_counts: dict[str, int] = {}
+
+
 def wait_for_all_processes(name: str) -> None:
   """Blocks until every process has reached the barrier `name` (no-op with one process).
 
@@ -126,8 +129,10 @@ def wait_for_all_processes(name: str) -> None:
   a new program's first collective together, e.g. after each has compiled it."""
   if jax.process_count() == 1:
     return
-  jax_distributed_state.global_state.client.wait_at_barrier(f"ssl_jax/{name}",
-                                                      BARRIER_TIMEOUT_SECONDS * 1000)
+  # A barrier id is used once: the n-th passage of `name` gets its own.
+  count = _barrier_counts[name] = _barrier_counts.get(name, 0) + 1
+  jax_distributed_state.global_state.client.wait_at_barrier(f"ssl_jax/{name}/{count}",
+                                                            BARRIER_TIMEOUT_SECONDS * 1000)
 
 
 def assert_same_config_everywhere(config: ml_collections.ConfigDict) -> None:

@@ -13,6 +13,7 @@ layouts differ by ~1e-7 after a step, and training amplifies that (to ~0.1 after
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -27,6 +28,7 @@ import pytest
 from configs import moco_v2
 from engine_helpers import apply_overrides, max_abs_difference
 from ssl_jax import checkpointing, distributed, export, train
+from ssl_jax.evaluation import frozen
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Long enough for a signal to land mid-run; checkpoints every COMPARE_STEP steps.
@@ -48,7 +50,9 @@ CONFIG_ARG = "synthetic,tiny"
 OVERRIDES = {"model.name": "resnet10", "model.width": 4, "data.image_size": 16, "batch_size": 32,
              "objective_config.queue_size": 256, "log_every_steps": 5,
              "checkpoint_every_steps": COMPARE_STEP, "keep_checkpoints": 100,
-             "eval.at_end": False}
+             # The end-of-run kNN gathers features from both processes' devices.
+             "eval.max_examples": 512, "eval.linear_probe": False,
+             "eval.random_init_data_bn": False}
 
 
 def _command(workdir: str, distributed_flags: list[str]) -> list[str]:
@@ -127,6 +131,7 @@ def two_process_run(tmp_path_factory):
   return workdir, logs
 
 
+@pytest.mark.xdist_group("two_processes")   # one worker runs the shared two-process run once
 def test_two_processes_agree_with_each_other_and_with_one(two_process_run, tmp_path):
   workdir, logs = two_process_run
   (index0, step0, config0, params0), (index1, step1, config1, params1) = _agreement(logs)
@@ -141,6 +146,16 @@ def test_two_processes_agree_with_each_other_and_with_one(two_process_run, tmp_p
   final_state = _checkpointed_state(workdir, TOTAL_STEPS)
   assert max_abs_difference(_encoder_variables(workdir),
                             train.Experiment(_config()).encoder_variables(final_state)) == 0
+  # The kNN accuracy the two processes computed from gathered features is what one process
+  # computes for the exported encoder on its 8 devices.
+  summary = json.loads(open(os.path.join(workdir, "summary.json")).read())
+  experiment = train.Experiment(_config())
+  single_process_knn = frozen.evaluate_frozen(
+      export.load_encoder(os.path.join(workdir, "encoder")), _config(), experiment.mesh)
+  print(f"kNN top-1 from two processes {summary['eval']['trained']['knn_top1']:.4f}, from one "
+        f"{single_process_knn['knn_top1']:.4f}")
+  assert summary["eval"]["trained"]["knn_top1"] == single_process_knn["knn_top1"]
+  assert summary["eval"]["trained"]["knn_top1"] > 0.2   # not a degenerate (e.g. scrambled) result
 
   # The reference: this (test) process driving its 8 devices, the same config, stopped (and
   # checkpointed) at COMPARE_STEP.
@@ -154,6 +169,7 @@ def test_two_processes_agree_with_each_other_and_with_one(two_process_run, tmp_p
   assert difference <= AGREEMENT_TOLERANCE
 
 
+@pytest.mark.xdist_group("two_processes")
 def test_sigterm_to_one_process_saves_one_step_everywhere_and_resumes(two_process_run,
                                                                       tmp_path):
   workdir = str(tmp_path / "run")

@@ -49,7 +49,12 @@ def extract_features(
     # Each process places only the rows of its own devices (device_put would need them all).
     device_images = jax.make_array_from_callback(padded.shape, sharding,
                                                  lambda index, padded=padded: padded[index])
-    outputs = distributed.to_host(apply_fn(device_images))
+    device_outputs = apply_fn(device_images)
+    if not features:
+      # The first call compiled apply_fn; the gather below is the first collective, which all
+      # processes should enter together (see distributed.wait_for_all_processes).
+      distributed.wait_for_all_processes("features_compiled")
+    outputs = distributed.to_host(device_outputs)
     features.append(jax.tree.map(lambda leaf, count=count: np.asarray(leaf)[:count], outputs))
     labels.append(np.asarray(batch["label"]))
   if not features:
