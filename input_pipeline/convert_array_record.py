@@ -131,10 +131,10 @@ def convert_split(source: sources.RandomAccessSource, output_dir: str, split: st
 
 
 def _label_type(label_layout: dict[str, Any], data_config: ml_collections.ConfigDict) -> str:
-  """The config's label type where the dataset preset declares one, else inferred."""
-  if "label_type" in data_config:
-    return str(data_config.label_type)
-  return "single" if not label_layout["shape"] else "multi_label"
+  """'multi_label' for vector labels; otherwise the preset's type ('single' or 'ordinal')."""
+  if label_layout["shape"]:
+    return "multi_label"
+  return str(data_config.get("label_type", "single"))
 
 
 def convert(config: ml_collections.ConfigDict, output_dir: str, splits: Sequence[str], *,

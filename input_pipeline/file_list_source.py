@@ -57,7 +57,6 @@ def check_root(root: str, name: str) -> str:
   return root
 
 
-
 class TooManyUnreadableImages(RuntimeError):
   """More than data.max_skipped_fraction of the image files read so far could not be decoded."""
 

@@ -192,8 +192,11 @@ def test_per_device_memory_drops_by_the_sharded_fraction():
 def test_sharded_checkpoint_round_trips_bitwise(tmp_path):
   run = trained("moco_v2", 4)
   state, shardings, experiment = run["state"], run["shardings"], run["experiment"]
+  iterator = iter(experiment.train_dataset())
+  for _ in range(3):
+    next(iterator)
   checkpointer = checkpointing.TrainCheckpointer(str(tmp_path / "checkpoints"), max_to_keep=1)
-  checkpointer.save(STEPS, state, {"position": 7})
+  checkpointer.save(STEPS, state, iterator)
   checkpointer.close()
 
   def same_bits(a, b) -> bool:
@@ -202,8 +205,10 @@ def test_sharded_checkpoint_round_trips_bitwise(tmp_path):
 
   saved = jax.device_get(state)
   checkpointer = checkpointing.TrainCheckpointer(str(tmp_path / "checkpoints"), max_to_keep=1)
-  restored, data_state = checkpointer.restore(STEPS, checkpointing.abstract_like(state, shardings))
-  assert data_state == {"position": 7}
+  fresh_iterator = iter(experiment.train_dataset())
+  restored = checkpointer.restore(STEPS, checkpointing.abstract_like(state, shardings),
+                                  fresh_iterator)
+  assert fresh_iterator.get_state() == iterator.get_state()
   assert all(jax.tree.leaves(jax.tree.map(same_bits, saved, jax.device_get(restored))))
   # Each leaf comes back with the sharding it was asked for, sharded ones included.
   for leaf, sharding in zip(jax.tree.leaves(restored), jax.tree.leaves(shardings), strict=True):
@@ -214,8 +219,7 @@ def test_sharded_checkpoint_round_trips_bitwise(tmp_path):
   replicated_shardings = sharding_lib.state_shardings(
       experiment.abstract_state, sharding_lib.make_mesh(fsdp_config("moco_v2", 1).mesh),
       FSDP_MIN_SIZE)
-  resharded, _ = checkpointer.restore(STEPS,
-                                      checkpointing.abstract_like(state, replicated_shardings))
+  resharded = checkpointer.restore(STEPS, checkpointing.abstract_like(state, replicated_shardings))
   checkpointer.close()
   assert not any(is_sharded(leaf) for leaf in jax.tree.leaves(resharded))
   assert all(jax.tree.leaves(jax.tree.map(same_bits, saved, jax.device_get(resharded))))

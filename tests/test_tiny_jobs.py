@@ -144,7 +144,7 @@ def test_exported_encoder_reproduces_the_trained_encoder_exactly(tiny_run):
   experiment = train.Experiment(config)
   checkpointer = checkpointing.TrainCheckpointer(os.path.join(workdir, "checkpoints"),
                                                  max_to_keep=1)
-  state, _ = checkpointer.restore(config.num_steps, experiment.abstract_state)
+  state = checkpointer.restore(config.num_steps, experiment.abstract_state)
   checkpointer.close()
   in_memory = experiment.encoder(state.params, state.batch_stats)
   loaded = ssl_jax.load_encoder(os.path.join(workdir, "encoder"))
