@@ -107,9 +107,7 @@ class Experiment:
     """The state's shapes with the shardings the rule gives them (what checkpoints restore to)."""
     shardings = sharding_lib.state_shardings(self.abstract_state, self.mesh,
                                              self.config.mesh.fsdp_min_size)
-    return jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                                                    sharding=sharding),
-                        self.abstract_state, shardings)
+    return checkpointing.abstract_like(self.abstract_state, shardings)
 
   def jitted_train_step(self, state_shardings):
     train_step, _ = step_lib.make_train_step(
