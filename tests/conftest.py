@@ -18,3 +18,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ssl_jax_test_xla_"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Runs the `xdist_group` tests first: each group shares one expensive run (a tiny job, the
+  two-process run), and under `--dist loadgroup` a group is one unit of work that one worker
+  takes whole. Started first, the longest units overlap with everything else instead of leaving
+  one worker busy at the end while the other idles."""
+  items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
