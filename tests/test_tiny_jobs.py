@@ -2,9 +2,11 @@
 encoder at random init), writes what it promises, and its exported encoder reloads exactly.
 
 Each objective's `digits,tiny` config runs here in full (train, kNN, export, summary.json), which
-is also the "every config runs" check. The default objective runs on all 8 devices with the
+is also the "every config runs" check. The default objective runs on a 2-device mesh with the
 linear probe; the others run on one device with kNN only, to keep the suite within its budget
-(8-vs-1-device agreement of every objective is tested in test_sharded_vs_single.py).
+(8-vs-1-device agreement of every objective is tested in test_sharded_vs_single.py). Two devices
+rather than all 8: at this size a step on the 8 forced devices of 2 cores takes 293 ms against
+108 ms on 2 (and 93 ms on 1), measured for MoCo v2's tiny step.
 """
 
 import importlib
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 
 import ssl_jax
+from engine_helpers import max_abs_difference
 from ssl_jax import checkpointing, train
 from ssl_jax.evaluation import suite
 from ssl_jax.objectives import OBJECTIVES
@@ -46,14 +49,17 @@ def tiny_run(objective, tmp_path_factory):
   return _RUNS[objective]
 
 
+def _tiny_devices(objective):
+  return jax.devices()[:2 if objective == DEFAULT_OBJECTIVE else 1]
+
+
 def _run_tiny_job(objective, tmp_path_factory):
   config = importlib.import_module(f"configs.{objective}").get_config("digits,tiny")
-  devices = jax.devices()
   if objective != DEFAULT_OBJECTIVE:
     config.eval.linear_probe = False
-    devices = devices[:1]
   workdir = str(tmp_path_factory.mktemp(f"tiny_{objective}"))
-  summary = train.train_and_evaluate(config, workdir, show_progress=False, devices=devices)
+  summary = train.train_and_evaluate(config, workdir, show_progress=False,
+                                     devices=_tiny_devices(objective))
   return objective, config, workdir, summary
 
 
@@ -80,7 +86,8 @@ def test_bfloat16_compute_trains_as_well_as_float32(tiny_run, tmp_path_factory):
   config = float32_config.copy_and_resolve_references()
   config.model.dtype = "bfloat16"
   workdir = str(tmp_path_factory.mktemp(f"tiny_{objective}_bfloat16"))
-  summary = train.train_and_evaluate(config, workdir, show_progress=False)
+  summary = train.train_and_evaluate(config, workdir, show_progress=False,
+                                     devices=_tiny_devices(objective))
   bfloat16, float32 = summary["eval"]["trained"], float32_summary["eval"]["trained"]
   assert bfloat16["knn_top1"] >= float32["knn_top1"] - MAX_BFLOAT16_SHORTFALL, (bfloat16, float32)
   assert bfloat16["linear_top1"] >= float32["linear_top1"] - MAX_BFLOAT16_SHORTFALL, (
@@ -130,27 +137,43 @@ def test_tiny_job_writes_summary_events_checkpoints_and_encoder(tiny_run):
   assert os.path.exists(os.path.join(workdir, "encoder", "encoder.json"))
 
 
-@TINY_RUNS
-def test_exported_encoder_reproduces_the_trained_encoder_exactly(tiny_run):
-  _, config, workdir, _ = tiny_run
+def _trained_state(config, workdir):
   experiment = train.Experiment(config)
   checkpointer = checkpointing.TrainCheckpointer(os.path.join(workdir, "checkpoints"),
                                                  max_to_keep=1)
   state = checkpointer.restore(config.num_steps, experiment.abstract_state)
   checkpointer.close()
-  in_memory = experiment.encoder(state.params, state.batch_stats)
+  return experiment, state
+
+
+@TINY_RUNS
+def test_exported_encoder_holds_the_trained_backbone_exactly(tiny_run):
+  """Every objective exports its online backbone's final weights and BN statistics, bit for bit.
+  (Compared as variables, which needs no compilation; the features the reloaded encoder computes
+  are compared once, for the default objective, below.)"""
+  _, config, workdir, _ = tiny_run
+  experiment, state = _trained_state(config, workdir)
   loaded = ssl_jax.load_encoder(os.path.join(workdir, "encoder"))
   assert loaded.image_size == config.data.image_size
+  # Structure and values: jax.tree.map fails on a missing or extra leaf.
+  assert max_abs_difference(jax.device_get(loaded.variables),
+                            jax.device_get(experiment.encoder_variables(state))) == 0
+
+
+@pytest.mark.xdist_group(f"tiny_{DEFAULT_OBJECTIVE}")
+@pytest.mark.parametrize("objective", [DEFAULT_OBJECTIVE])
+def test_exported_encoder_reproduces_the_trained_encoder_exactly(tiny_run):
+  """The reloaded encoder computes exactly the in-memory encoder's pooled and stage features."""
+  _, config, workdir, _ = tiny_run
+  experiment, state = _trained_state(config, workdir)
+  in_memory = experiment.encoder(state.params, state.batch_stats)
+  loaded = ssl_jax.load_encoder(os.path.join(workdir, "encoder"))
   images = np.random.default_rng(0).integers(0, 256, (16, loaded.image_size,
                                                       loaded.image_size, 3), dtype=np.uint8)
   expected, got = in_memory(images), loaded(images)
   np.testing.assert_array_equal(np.asarray(expected["pooled"]), np.asarray(got["pooled"]))
   for stage_expected, stage_got in zip(expected["stages"], got["stages"]):
     np.testing.assert_array_equal(np.asarray(stage_expected), np.asarray(stage_got))
-  # And the features are not trivially equal to the random-init encoder's.
-  fresh, _ = experiment.initial_state()
-  random_features = experiment.encoder(fresh.params, fresh.batch_stats)(images)["pooled"]
-  assert not np.allclose(np.asarray(random_features), np.asarray(got["pooled"]))
 
 
 def test_load_encoder_names_a_missing_directory(tmp_path):
@@ -162,9 +185,8 @@ def test_load_encoder_names_a_missing_directory(tmp_path):
 def test_export_mode_rewrites_the_encoder_from_the_latest_checkpoint(tiny_run):
   _, config, workdir, _ = tiny_run
   encoder_dir = os.path.join(workdir, "encoder")
-  images = np.random.default_rng(1).integers(0, 256, (8, config.data.image_size,
-                                                      config.data.image_size, 3), dtype=np.uint8)
-  before = np.asarray(ssl_jax.load_encoder(encoder_dir)(images)["pooled"])
+  before = jax.device_get(ssl_jax.load_encoder(encoder_dir).variables)
   os.rename(encoder_dir, encoder_dir + ".old")
   assert train.export_latest_checkpoint(config, workdir) == encoder_dir
-  np.testing.assert_array_equal(before, np.asarray(ssl_jax.load_encoder(encoder_dir)(images)["pooled"]))
+  assert max_abs_difference(before,
+                            jax.device_get(ssl_jax.load_encoder(encoder_dir).variables)) == 0
