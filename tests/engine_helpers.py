@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 import jax
 import ml_collections
@@ -26,6 +27,18 @@ def small_config(objective: str, dataset: str = "digits", **overrides) -> ml_col
   if "start_epoch" in config.objective_config:  # MoCo + FT: mix from the first of a few steps
     config.objective_config.start_epoch = 0
   return apply_overrides(config, overrides)
+
+
+FORCED_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+
+
+def environment_with_devices(count: int) -> dict[str, str]:
+  """This session's environment (CPU flags, compilation cache) for a subprocess that sees `count`
+  forced CPU devices instead of the session's 8."""
+  environment = dict(os.environ)
+  flags = environment.get("XLA_FLAGS", "").replace(f"{FORCED_DEVICES_FLAG}=8", "")
+  environment["XLA_FLAGS"] = f"{flags} {FORCED_DEVICES_FLAG}={count}".strip()
+  return environment
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:

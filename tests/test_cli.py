@@ -8,10 +8,15 @@ import subprocess
 import sys
 import time
 
+from engine_helpers import environment_with_devices
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Enough steps after the 15th for the signal to land mid-run: the signal sent at step 15 stopped
 # the run at step 17, and the other 183 steps take ~25 s (7 steps/s under the suite's load).
 TOTAL_STEPS = 200
+# The command line is under test here, not the sharding: the runs' steps are ~3x faster on 2 of
+# the 2 cores' forced devices than on 8.
+CLI_DEVICES = 2
 
 
 def _command(workdir: str) -> list[str]:
@@ -22,15 +27,6 @@ def _command(workdir: str) -> list[str]:
           "--config.data.image_size=16", f"--config.num_steps={TOTAL_STEPS}",
           "--config.log_every_steps=5", "--config.checkpoint_every_steps=1000",
           "--config.eval.linear_probe=False", "--config.eval.max_examples=256"]
-
-
-def _environment() -> dict[str, str]:
-  """The session's environment with 2 devices instead of 8: the command line is under test here,
-  not the sharding, and the runs' steps are ~3x faster on 2 of the 2 cores' forced devices."""
-  environment = dict(os.environ)
-  flags = environment.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
-  environment["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=2"
-  return environment
 
 
 def _wait_for(predicate, timeout: float, process) -> None:
@@ -47,7 +43,8 @@ def _wait_for(predicate, timeout: float, process) -> None:
 def test_sigterm_saves_and_the_same_command_resumes(tmp_path):
   log_path = tmp_path / "log.txt"
   with open(log_path, "w") as log:
-    process = subprocess.Popen(_command("run"), cwd=tmp_path, env=_environment(), stdout=log,
+    process = subprocess.Popen(_command("run"), cwd=tmp_path,
+                               env=environment_with_devices(CLI_DEVICES), stdout=log,
                                stderr=subprocess.STDOUT)
     # Training has started once the progress bar has passed a few log steps.
     _wait_for(lambda: f"15/{TOTAL_STEPS}" in log_path.read_text(), 240, process)
@@ -61,7 +58,8 @@ def test_sigterm_saves_and_the_same_command_resumes(tmp_path):
   assert len(saved) == 1 and 15 <= saved[0] < TOTAL_STEPS, saved
   assert not (tmp_path / "run" / "summary.json").exists()
 
-  result = subprocess.run(_command("run"), cwd=tmp_path, env=_environment(), capture_output=True,
+  result = subprocess.run(_command("run"), cwd=tmp_path,
+                          env=environment_with_devices(CLI_DEVICES), capture_output=True,
                           text=True, timeout=600)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())

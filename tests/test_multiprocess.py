@@ -26,7 +26,7 @@ import jax
 import pytest
 
 from configs import moco_v2
-from engine_helpers import apply_overrides, max_abs_difference
+from engine_helpers import apply_overrides, environment_with_devices, max_abs_difference
 from ssl_jax import checkpointing, distributed, export, train
 from ssl_jax.evaluation import frozen
 
@@ -79,9 +79,7 @@ def _checkpointed_state(workdir, step: int):
 
 def _environment() -> dict[str, str]:
   """The test session's environment (CPU flags, compilation cache) with 4 devices a process."""
-  environment = dict(os.environ)
-  flags = environment.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
-  environment["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=4"
+  environment = environment_with_devices(4)
   environment["JAX_PLATFORMS"] = "cpu"
   return environment
 

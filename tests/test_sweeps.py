@@ -17,6 +17,7 @@ import sys
 import ml_collections
 import pytest
 
+from engine_helpers import environment_with_devices
 from ssl_jax.sweeps import command, definition, local, slurm, summary
 from ssl_jax.sweeps.definition import SweepError
 
@@ -299,8 +300,7 @@ def test_a_sweep_of_two_tiny_runs_through_main(tmp_path):
       # and SIGTERM are tested below with a stand-in for main.py.)
       "--sweep=data.shuffle_seed=0,1", "--workdir=sweep"]
   # Two devices rather than the session's eight: a smaller program to compile.
-  environment = dict(os.environ, XLA_FLAGS=os.environ["XLA_FLAGS"].replace(
-      "--xla_force_host_platform_device_count=8", "--xla_force_host_platform_device_count=2"))
+  environment = environment_with_devices(2)
   result = subprocess.run(command_line, cwd=tmp_path, capture_output=True, text=True,
                           timeout=600, env=environment)
   output = result.stdout + result.stderr
