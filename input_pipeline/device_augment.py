@@ -181,21 +181,32 @@ NUM_DRAWS_PER_IMAGE = 13
 
 
 def augment_image(draws: jax.Array, image: jax.Array, settings: PhotometricSettings,
-                  blur_prob: jax.Array | float, solarize_prob: jax.Array | float) -> jax.Array:
-  """One float (H, W, 3) image in [0, 1], with parameters from its own uniform `draws` (13,)."""
-  jittered = color_jitter(
-      image,
-      brightness_factor=_factor(draws[0], settings.brightness),
-      contrast_factor=_factor(draws[1], settings.contrast),
-      saturation_factor=_factor(draws[2], settings.saturation),
-      hue_shift=settings.hue * (2.0 * draws[3] - 1.0),
-      order=jnp.argsort(draws[9:13]))   # argsort of iid uniforms: a uniformly random permutation
-  image = jnp.where(draws[4] < settings.jitter_prob, jittered, image)
-  image = jnp.where(draws[5] < settings.grayscale_prob, rgb_to_grayscale(image), image)
-  sigma = BLUR_SIGMA_RANGE[0] + (BLUR_SIGMA_RANGE[1] - BLUR_SIGMA_RANGE[0]) * draws[6]
-  kernel_size = blur_kernel_size(min(image.shape[:2]), settings.blur_kernel_fraction)
-  image = jnp.where(draws[7] < blur_prob, gaussian_blur(image, sigma, kernel_size), image)
-  image = jnp.where(draws[8] < solarize_prob, solarize(image), image)
+                  blur_prob: jax.Array | float, solarize_prob: jax.Array | float,
+                  use_blur: bool = True, use_solarize: bool = True) -> jax.Array:
+  """One float (H, W, 3) image in [0, 1], with parameters from its own uniform `draws` (13,).
+
+  An operation whose probability is statically zero is left out of the program: the uniform
+  draws lie in [0, 1), so its `draw < 0` select would always keep the input, and computing the
+  discarded result (the hue rotation above all) cost about a tenth of a tiny digits step, whose
+  preset turns every photometric operation off. `use_blur` / `use_solarize` say whether any view
+  has a non-zero blur / solarize probability (those two are per view, so traced here)."""
+  if settings.jitter_prob > 0:
+    jittered = color_jitter(
+        image,
+        brightness_factor=_factor(draws[0], settings.brightness),
+        contrast_factor=_factor(draws[1], settings.contrast),
+        saturation_factor=_factor(draws[2], settings.saturation),
+        hue_shift=settings.hue * (2.0 * draws[3] - 1.0),
+        order=jnp.argsort(draws[9:13]))   # argsort of iid uniforms: a uniformly random permutation
+    image = jnp.where(draws[4] < settings.jitter_prob, jittered, image)
+  if settings.grayscale_prob > 0:
+    image = jnp.where(draws[5] < settings.grayscale_prob, rgb_to_grayscale(image), image)
+  if use_blur:
+    sigma = BLUR_SIGMA_RANGE[0] + (BLUR_SIGMA_RANGE[1] - BLUR_SIGMA_RANGE[0]) * draws[6]
+    kernel_size = blur_kernel_size(min(image.shape[:2]), settings.blur_kernel_fraction)
+    image = jnp.where(draws[7] < blur_prob, gaussian_blur(image, sigma, kernel_size), image)
+  if use_solarize:
+    image = jnp.where(draws[8] < solarize_prob, solarize(image), image)
   return jnp.clip(image, 0.0, 1.0)
 
 
@@ -246,11 +257,13 @@ def augment_views(rng: jax.Array, views: Mapping[str, jax.Array],
   draws = jax.random.uniform(rng, (len(VIEW_NAMES), batch_size, NUM_DRAWS_PER_IMAGE),
                              out_sharding=_draws_sharding(images))
   settings = PhotometricSettings.from_config(augment_config)
+  blur_probs = _per_view_probabilities(augment_config, "blur_prob")
+  solarize_probs = _per_view_probabilities(augment_config, "solarize_prob")
+  use_blur = any(float(p) > 0 for p in augment_config.blur_prob)
+  use_solarize = any(float(p) > 0 for p in augment_config.solarize_prob)
   per_view = jax.vmap(
       lambda image_draws, image, blur_prob, solarize_prob: augment_image(
-          image_draws, image, settings, blur_prob, solarize_prob),
+          image_draws, image, settings, blur_prob, solarize_prob, use_blur, use_solarize),
       in_axes=(0, 0, None, None))
-  augmented = jax.vmap(per_view)(
-      draws, images, _per_view_probabilities(augment_config, "blur_prob"),
-      _per_view_probabilities(augment_config, "solarize_prob"))
+  augmented = jax.vmap(per_view)(draws, images, blur_probs, solarize_probs)
   return tuple(normalize(augmented[i], mean, std) for i in range(len(VIEW_NAMES)))

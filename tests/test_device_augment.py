@@ -217,6 +217,32 @@ def test_grayscale_and_solarize_probabilities():
   assert abs(solarize_fractions[1] - 0.2) < 0.05
 
 
+def test_operations_with_zero_probability_are_left_out_without_changing_the_result():
+  """The digits preset turns every photometric op off: the step must then neither compute them
+  (the jitter's order is the only sort, its hue rotation the costliest part) nor change a pixel."""
+  images = (random_images((32, 8, 8, 3), seed=9) * 255).astype(np.uint8)
+  views = {"view1": images, "view2": images[::-1]}
+  all_off = augment_config()
+  for output, name in zip(run_augment(all_off, views), device_augment.VIEW_NAMES):
+    np.testing.assert_array_equal(output,
+                                  np.asarray(device_augment.normalize(views[name], MEAN, STD)))
+
+  def sorts(config):
+    program = jax.make_jaxpr(lambda v: device_augment.augment_views(jax.random.key(0), v, config,
+                                                                   MEAN, STD))(views)
+    return str(program).count(" sort[")
+  assert sorts(all_off) == 0 and sorts(augment_config(jitter_prob=0.1)) > 0
+
+  # A per-view probability of zero next to a non-zero one still computes both views' way.
+  settings = device_augment.PhotometricSettings.from_config(all_off)
+  draws = jax.random.uniform(jax.random.key(1), (device_augment.NUM_DRAWS_PER_IMAGE,))
+  image = jnp.asarray(random_images((8, 8, 3), seed=10))
+  skipped = device_augment.augment_image(draws, image, settings, 0.0, 0.0, use_blur=False,
+                                         use_solarize=False)
+  computed = device_augment.augment_image(draws, image, settings, 0.0, 0.0)
+  np.testing.assert_array_equal(np.asarray(skipped), np.asarray(computed))
+
+
 def test_missing_view_or_wrong_probability_count_is_an_error():
   images = np.zeros((2, 8, 8, 3), np.uint8)
   with pytest.raises(ValueError, match="view2"):
