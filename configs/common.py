@@ -259,12 +259,17 @@ def use_dataset_augmentation(config: ml_collections.ConfigDict) -> None:
 
 
 def apply_tiny(config: ml_collections.ConfigDict) -> None:
-  """Shrinks any config to a complete job that runs in under 2 minutes on 2 CPU cores."""
-  config.model.name = "resnet18"
+  """Shrinks any config to a complete job that runs in under 2 minutes on 2 CPU cores.
+
+  ResNet-10 (one block a stage) rather than 18: on digits every objective's tiny job still beats
+  the random-init encoder with BN statistics from the data (kNN 0.867) by 0.06-0.10 at 200 steps
+  (SimSiam and the default MoCo v2 take 300; see their configs), and a step costs about two thirds
+  as much (BYOL: 103 against 147 ms on 1 device), which is most of the test suite's time."""
+  config.model.name = "resnet10"
   config.model.width = 8
   config.batch_size = 64
   config.num_epochs = -1
-  config.num_steps = 300
+  config.num_steps = 200
   config.data.image_size = min(config.data.image_size, 32)
   config.log_every_steps = 20
   config.checkpoint_every_steps = 100

@@ -51,4 +51,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.objective_config.update(dict(proj_hidden_dim=128, proj_dim=64, queue_size=512))
     if dataset == "digits":
       config.optim.base_lr = 3e-3
-  return common.finish(config, tiny)
+  config = common.finish(config, tiny)
+  if tiny and dataset == "digits":
+    # The default objective's tiny job must also beat the literal random init (kNN 0.900, its
+    # identity BNs make it unusually good on digits), not only the data-BN one: 300 steps, kNN /
+    # linear 0.958 / 0.951 (one run, 1 device); at the shared 200 steps only 0.938 / 0.927.
+    config.num_steps = 300
+  return config

@@ -32,15 +32,20 @@ def make_metrics_collection(names: tuple[str, ...]) -> type[clu_metrics.Collecti
 
 
 def create_writer(workdir: str, enabled: bool):
-  """TensorBoard + console writer (clu), or a console-only one where TensorFlow is absent."""
+  """TensorBoard + console writer (clu), or a console-only one where TensorFlow is absent.
+
+  A process that does not write (all but the lead process of a multi-process run) gets the
+  console-only writer: clu's writers import TensorFlow, about 7 s at every launch for nothing."""
+  if not enabled:
+    return _ConsoleOnlyWriter()
   try:
     from clu import metric_writers  # imports TensorFlow (TensorBoard summaries)
   except ImportError as error:
     logging.warning("TensorBoard writer unavailable (%s); logging metrics to the console only.",
                     error)
     return _ConsoleOnlyWriter()
-  return metric_writers.create_default_writer(
-      os.path.join(workdir, "tensorboard"), just_logging=not enabled, asynchronous=True)
+  return metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
+                                             asynchronous=True)
 
 
 class JsonlHistory:
