@@ -2,7 +2,7 @@
 collectives over gloo), train through `main.py` exactly as a two-host launch would.
 
 They must agree with each other (step, config hash, parameter checksum) and with one process
-driving all 8 devices (the whole train state within 1e-5 after 20 steps), and a SIGTERM sent to
+driving all 8 devices (the whole train state within 1e-5 after 10 steps), and a SIGTERM sent to
 one of them mid-run must make both save the same step, exit 143, and resume from it to the
 result of an uninterrupted run.
 
