@@ -212,6 +212,9 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
   config.knn_every_steps = 0          # 0: only at the end
   config.analysis_every_steps = 0     # > 0: objective analysis records (analysis.jsonl)
   config.max_nonfinite_steps = 10     # consecutive skipped steps before the run stops
+  # True: compile the init and the train step with XLA's optimisations mostly off, several times
+  # faster to compile and slower to run (ssl_jax/quick_compile.py); for runs of a few steps.
+  config.quick_compile = False
 
   config.eval = ml_collections.ConfigDict(dict(
       at_end=True,            # evaluate trained and random-init encoders after training

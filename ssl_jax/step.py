@@ -111,7 +111,7 @@ def make_train_step(
   return train_step, metrics_collection
 
 
-def jit_train_step(train_step, state_shardings, mesh: Mesh):
+def jit_train_step(train_step, state_shardings, mesh: Mesh, compiler_options: dict | None = None):
   """One jit with declared shardings: batch split over all devices, state by rule, donated."""
   batch_sharding = sharding_lib.batch_sharding(mesh)
   return jax.jit(
@@ -119,4 +119,5 @@ def jit_train_step(train_step, state_shardings, mesh: Mesh):
       in_shardings=(state_shardings, batch_sharding),
       out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
       donate_argnums=0,
+      compiler_options=compiler_options,
   )

@@ -26,6 +26,7 @@ from ssl_jax import export as export_lib
 from ssl_jax import monitoring
 from ssl_jax import optim
 from ssl_jax import preemption
+from ssl_jax import quick_compile
 from ssl_jax import sharding as sharding_lib
 from ssl_jax import step as step_lib
 from ssl_jax import train_state as train_state_lib
@@ -80,6 +81,7 @@ class Experiment:
     self.total_steps = (config.num_steps if config.num_steps > 0
                         else int(config.num_epochs * self.steps_per_epoch))
     self.image_shape = (config.data.image_size, config.data.image_size, 3)
+    self.compiler_options = quick_compile.compiler_options(config.quick_compile)
 
     # Initialisation draws with the 'rbg' generator: the same initialiser maths, but XLA compiles
     # it about 10x faster on CPU than threefry (one threefry kernel per parameter shape). Step
@@ -101,7 +103,8 @@ class Experiment:
   def initial_state(self):
     """(state at step 0, state shardings), placed on the mesh by one jitted init."""
     return train_state_lib.create_train_state(self.init_fn, self.init_rng, self.mesh,
-                                              self.config.mesh.fsdp_min_size)
+                                              self.config.mesh.fsdp_min_size,
+                                              self.compiler_options)
 
   def abstract_sharded_state(self):
     """The state's shapes with the shardings the rule gives them (what checkpoints restore to)."""
@@ -113,7 +116,7 @@ class Experiment:
     train_step, _ = step_lib.make_train_step(
         self.objective, self.optimizer, self.lr_schedule, self.tau_schedule, self.config.augment,
         tuple(self.config.data.mean), tuple(self.config.data.std), self.step_rng)
-    return step_lib.jit_train_step(train_step, state_shardings, self.mesh)
+    return step_lib.jit_train_step(train_step, state_shardings, self.mesh, self.compiler_options)
 
   def compiled_train_step(self, state, state_shardings):
     """The jitted step compiled ahead of its first call for `state`'s shapes, once every process

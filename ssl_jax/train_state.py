@@ -61,11 +61,12 @@ def make_init_fn(objective: Objective, optimizer: optax.GradientTransformation,
   return init
 
 
-def create_train_state(init_fn, rng: jax.Array, mesh: Mesh, fsdp_min_size: int):
+def create_train_state(init_fn, rng: jax.Array, mesh: Mesh, fsdp_min_size: int,
+                       compiler_options: dict | None = None):
   """Shape first, then shardings by rule, then one jitted init placing every leaf directly.
 
   Returns (state, state_shardings)."""
   abstract_state = jax.eval_shape(init_fn, rng)
   shardings = sharding_lib.state_shardings(abstract_state, mesh, fsdp_min_size)
-  state = jax.jit(init_fn, out_shardings=shardings)(rng)
+  state = jax.jit(init_fn, out_shardings=shardings, compiler_options=compiler_options)(rng)
   return state, shardings

@@ -53,7 +53,9 @@ OVERRIDES = {"model.name": "resnet10", "model.width": 4, "data.image_size": 16, 
              "checkpoint_every_steps": COMPARE_STEP, "keep_checkpoints": 100,
              # The end-of-run kNN gathers features from both processes' devices.
              "eval.max_examples": 512, "eval.linear_probe": False,
-             "eval.random_init_data_bn": False}
+             "eval.random_init_data_bn": False,
+             # A few dozen steps: compiling is most of a run (ssl_jax/quick_compile.py).
+             "quick_compile": True}
 
 
 def _command(workdir: str, distributed_flags: list[str]) -> list[str]:
