@@ -4,6 +4,7 @@ r"""Step benchmark: the jitted train step of each objective, timed alone or fed 
   python benchmarks/step.py --workload=imagenet_r50 --objectives=moco_v2 --batch=128 \
       --peak_tflops=989                                      # H100 bf16 dense peak
   python benchmarks/step.py --workload=cifar_r18 --data=both --batch=256
+  python benchmarks/step.py --workload=peer --objectives=moco_v2 --batch=64 --quick_compile=both
 
 Prints one JSON line per (objective, batch, data): median and min step seconds after warm-up,
 images/s, compile seconds, XLA's FLOP count of one step and the achieved FLOP/s (with MFU when
@@ -13,6 +14,8 @@ device's peak where the backend reports one).
 --data=synthetic feeds one device-resident random batch, so it measures the step alone;
 --data=pipeline feeds the config's real input pipeline (host crops, host->device transfer);
 --data=both does both and adds pipeline/synthetic throughput.
+--quick_compile=both times each config compiled fully and with config.quick_compile, one after
+the other (the compile-time against step-time trade of ssl_jax/quick_compile.py).
 """
 
 from __future__ import annotations
@@ -104,7 +107,8 @@ def benchmark(config, *, data: str, warmup: int, steps: int, peak_tflops: float 
       "objective": config.objective, "model": config.model.name, "stem": config.model.stem,
       "image_size": config.data.image_size, "batch": experiment.global_batch,
       "dtype": config.model.dtype, "backend": jax.default_backend(),
-      "devices": int(experiment.mesh.devices.size), "compile_s": round(compile_seconds, 3),
+      "devices": int(experiment.mesh.devices.size), "quick_compile": config.quick_compile,
+      "compile_s": round(compile_seconds, 3),
       "step_gflops": None if flops is None else round(flops / 1e9, 2),
       **_memory_of(compiled),
   }
@@ -140,6 +144,9 @@ def benchmark(config, *, data: str, warmup: int, steps: int, peak_tflops: float 
   return records
 
 
+QUICK_COMPILE_MODES = {"off": (False,), "on": (True,), "both": (False, True)}
+
+
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workload", default="peer", choices=sorted(workloads.WORKLOADS))
@@ -153,6 +160,8 @@ def parse_args(argv=None):
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="the device's peak TFLOP/s for MFU (H100 SXM bf16 dense: 989)")
   parser.add_argument("--devices", type=int, default=0, help="use the first N devices (0: all)")
+  parser.add_argument("--quick_compile", default="off", choices=sorted(QUICK_COMPILE_MODES),
+                      help="config.quick_compile: off, on, or both (one after the other)")
   return parser.parse_args(argv)
 
 
@@ -165,9 +174,11 @@ def main(argv=None):
       config = build(objective, batch_size)
       if args.dtype:
         config.model.dtype = args.dtype
-      for record in benchmark(config, data=args.data, warmup=args.warmup, steps=args.steps,
-                              peak_tflops=args.peak_tflops, devices=devices):
-        print(json.dumps(dict(impl="ssl_jax", workload=args.workload, **record)), flush=True)
+      for quick in QUICK_COMPILE_MODES[args.quick_compile]:
+        config.quick_compile = quick
+        for record in benchmark(config, data=args.data, warmup=args.warmup, steps=args.steps,
+                                peak_tflops=args.peak_tflops, devices=devices):
+          print(json.dumps(dict(impl="ssl_jax", workload=args.workload, **record)), flush=True)
 
 
 if __name__ == "__main__":
