@@ -20,6 +20,15 @@ PyTree = Any
 EMA_SCHEDULES = ("constant", "cosine")
 
 
+def no_ema(step: jax.Array | int) -> jax.Array:
+  """EMA off: tau = 0 at every step. The train step recognises this schedule and makes the
+  updated online params the target (so each step's target is the online network as it was at the
+  start of the step), as a copy rather than by tau = 0 arithmetic, which XLA may round in the
+  target's own kernel differently from the params' (by 1 ulp, seen with the older CPU emitters)."""
+  del step
+  return jnp.zeros([], jnp.float32)
+
+
 def tau_schedule(ema_config: ml_collections.ConfigDict,
                  total_steps: int) -> Callable[[jax.Array | int], jax.Array]:
   """Returns `step -> tau` for `ema_config.schedule`.
@@ -30,9 +39,7 @@ def tau_schedule(ema_config: ml_collections.ConfigDict,
   tau_base and reaches 1 at k = K = total_steps, so the target freezes as training ends.
   """
   if not ema_config.get("enabled", True):
-    # EMA off: tau = 0 copies the online params into the target after every update, so each
-    # step's target is the online network as it was at the start of the step.
-    return lambda step: jnp.zeros([], jnp.float32)
+    return no_ema
   tau_base = float(ema_config.tau_base)
   if not 0.0 <= tau_base <= 1.0:
     raise ValueError(f"ema.tau_base must be in [0, 1], got {tau_base}")

@@ -3,7 +3,7 @@
 A run compiles its init and its train step once. On the 2-core CPU machines, the train step of a
 ResNet-10 of width 4 (MoCo v2, 16 px, 1 device) compiled in 8.2 s and its init in 4.1 s; with
 LLVM's optimisation off and XLA:CPU's older (non-MLIR) fusion emitters, 2.2 s and 2.4 s, while
-each step ran about 3x slower (measured). That is the better trade for runs of a few dozen steps
+each step ran 3-5x slower (measured). That is the better trade for runs of a few dozen steps
 (debugging, the engine tests), not for training: a tiny digits job's 200 steps ran at 267
 instead of 1,263 images/s, which more than ate the saved seconds.
 

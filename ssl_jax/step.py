@@ -74,10 +74,12 @@ def make_train_step(
       params = objective.after_update(optax.apply_updates(state.params, updates))
     tau = tau_schedule(state.step)
     with jax.named_scope("ema"):
-      if objective.uses_target:
-        target_params = ema_lib.ema_update(state.target_params, params, tau)
-      else:
+      if not objective.uses_target:
         target_params = state.target_params
+      elif tau_schedule is ema_lib.no_ema:
+        target_params = {key: params[key] for key in state.target_params}
+      else:
+        target_params = ema_lib.ema_update(state.target_params, params, tau)
     with jax.named_scope("objective_state"):
       objective_state = objective.update_objective_state(state.objective_state, aux.extras)
 
