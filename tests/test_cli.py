@@ -12,8 +12,8 @@ from engine_helpers import environment_with_devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Enough steps after the 15th for the signal to land mid-run: the signal sent at step 15 stopped
-# the run at step 17, and the other steps take ~0.3 s each (quickly compiled, under the suite's
-# load).
+# the run at step 17 (measured), and the 23 steps after it, quickly compiled and so several times
+# slower than fully compiled ones, leave seconds of margin.
 TOTAL_STEPS = 40
 # The command line is under test here, not the sharding: the runs' steps are ~3x faster on 2 of
 # the 2 cores' forced devices than on 8.
