@@ -76,7 +76,7 @@ def make_train_step(
     with jax.named_scope("ema"):
       if not objective.uses_target:
         target_params = state.target_params
-      elif tau_schedule is ema_lib.no_ema:
+      elif tau_schedule is ema_lib.no_ema:   # a copy, exactly the online params (ema.no_ema)
         target_params = {key: params[key] for key in state.target_params}
       else:
         target_params = ema_lib.ema_update(state.target_params, params, tau)

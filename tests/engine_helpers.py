@@ -26,7 +26,8 @@ def small_config(objective: str, dataset: str = "digits", **overrides) -> ml_col
   # and 4.0e-4 on synthetic images, against under 1e-5 at 300 (measured).
   config.num_steps = 300
   config.eval.at_end = False
-  # These configs run a few dozen steps, where compiling is most of the time (ssl_jax/quick_compile.py).
+  # These configs run a few dozen steps, where compiling is most of the time
+  # (ssl_jax/quick_compile.py).
   config.quick_compile = True
   config.log_every_steps = 5
   if "queue_size" in config.objective_config:   # the MoCo family: a queue the batch divides
