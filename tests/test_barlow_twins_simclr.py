@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from engine_helpers import fast_jit
 from ssl_jax.objectives import OBJECTIVES, build_objective
 from ssl_jax.objectives.barlow_twins import BarlowTwins, barlow_twins_loss, cross_correlation
 from ssl_jax.objectives.simclr import SimClr, nt_xent
@@ -25,7 +26,6 @@ IMAGE_SHAPE = (16, 16, 3)
 BATCH = 8
 BN_EPSILON = 1e-5   # torch BatchNorm1d's default, as in the official Barlow Twins code
 
-fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
 
 def make_config(objective: str, **objective_config) -> ml_collections.ConfigDict:

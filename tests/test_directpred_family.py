@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from engine_helpers import host_batches, small_config
+from engine_helpers import fast_jit, host_batches, small_config
 from ssl_jax import eigenspace, optim, train
 from ssl_jax import step as step_lib
 from ssl_jax.objectives import predictor_from_correlation as correlation_lib
@@ -27,8 +27,7 @@ from ssl_jax.objectives.directcopy import DirectCopy
 from ssl_jax.objectives.directpred import DirectPred
 from ssl_jax.objectives.simsiam import SimSiam, simsiam_loss
 from ssl_jax.plots import eigenspace as eigenspace_plot
-from test_objectives import (BATCH, apply_train, fast_jit, init, make_config, np_cos,
-                             tree_max_abs, views)
+from test_objectives import (BATCH, apply_train, init, make_config, np_cos, tree_max_abs, views)
 
 PROJ_DIM = 8
 

@@ -23,8 +23,9 @@ from ssl_jax.objectives import moco_intermediate
 from ssl_jax.objectives.moco_intermediate import MocoBarlowTwins, MocoMse
 from ssl_jax.objectives.moco_v1 import MocoV1
 from ssl_jax.objectives.moco_v2 import MocoV2, contrastive_loss
-from test_objectives import (BATCH, IMAGE_SHAPE, apply_train, fast_jit, init, make_config,
-                             np_info_nce, np_normalize, tree_max_abs, views)
+from engine_helpers import fast_jit
+from test_objectives import (BATCH, IMAGE_SHAPE, apply_train, init, make_config, np_info_nce,
+                             np_normalize, tree_max_abs, views)
 
 TEMPERATURE = 0.2
 STAGE_CHANNELS = (4, 8, 16, 32)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from configs import moco_ft as moco_ft_config
+from engine_helpers import fast_jit
 from ssl_jax import plots
 from ssl_jax.objectives import OBJECTIVES, moco_ft
 from ssl_jax.objectives.moco_ft import MocoFT, TransformDraws
@@ -32,7 +33,6 @@ PROJ_DIM = 8
 QUEUE_SIZE = 32
 TEMPERATURE = 0.2
 
-fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
 
 def ft_config(**overrides) -> ml_collections.ConfigDict:

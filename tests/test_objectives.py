@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from engine_helpers import fast_jit
 from ssl_jax.objectives import OBJECTIVES, build_objective, moco_v2
 from ssl_jax.objectives.byol import Byol, byol_loss
 from ssl_jax.objectives.moco_v2 import MocoV2, contrastive_loss, symmetric_contrastive_loss
@@ -24,10 +25,6 @@ from ssl_jax.objectives.simsiam import SimSiam, simsiam_loss
 
 IMAGE_SHAPE = (16, 16, 3)
 BATCH = 8
-
-# Every function here runs once on tiny inputs: compile time is all that matters, and O0 compiles
-# these ResNet graphs several times faster than the default level.
-fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
 
 def make_config(objective: str, **objective_config) -> ml_collections.ConfigDict:
