@@ -21,10 +21,11 @@ EMA_SCHEDULES = ("constant", "cosine")
 
 
 def no_ema(step: jax.Array | int) -> jax.Array:
-  """EMA off: tau = 0 at every step. The train step recognises this schedule and makes the
-  updated online params the target (so each step's target is the online network as it was at the
-  start of the step), as a copy rather than by tau = 0 arithmetic, which XLA may round in the
-  target's own kernel differently from the params' (by 1 ulp, seen with the older CPU emitters)."""
+  """EMA off: tau = 0 at every step (the logged value). `update_target` recognises this schedule
+  and makes the updated online params the target (so each step's target is the online network
+  as it was at the start of the step), as a copy rather than by tau = 0 arithmetic, which XLA may
+  round in the target's own kernel differently from the params' (by 1 ulp, seen with the older
+  CPU emitters)."""
   del step
   return jnp.zeros([], jnp.float32)
 
@@ -76,3 +77,12 @@ def ema_update(target_params: PyTree, online_params: PyTree, tau: jax.Array | fl
       key: optax.incremental_update(online_params[key], target_params[key], 1.0 - tau)
       for key in target_params
   }
+
+
+def update_target(target_params: PyTree, online_params: PyTree,
+                  schedule: Callable[[jax.Array | int], jax.Array], tau: jax.Array) -> PyTree:
+  """The target after a step: with `schedule` = no_ema, a copy of the online params' groups the
+  target holds; otherwise `ema_update` at `tau` (= schedule(step))."""
+  if schedule is no_ema:
+    return {key: online_params[key] for key in target_params}
+  return ema_update(target_params, online_params, tau)

@@ -74,12 +74,10 @@ def make_train_step(
       params = objective.after_update(optax.apply_updates(state.params, updates))
     tau = tau_schedule(state.step)
     with jax.named_scope("ema"):
-      if not objective.uses_target:
-        target_params = state.target_params
-      elif tau_schedule is ema_lib.no_ema:   # a copy, exactly the online params (ema.no_ema)
-        target_params = {key: params[key] for key in state.target_params}
+      if objective.uses_target:
+        target_params = ema_lib.update_target(state.target_params, params, tau_schedule, tau)
       else:
-        target_params = ema_lib.ema_update(state.target_params, params, tau)
+        target_params = state.target_params
     with jax.named_scope("objective_state"):
       objective_state = objective.update_objective_state(state.objective_state, aux.extras)
 

@@ -87,6 +87,23 @@ def test_ema_update_matches_numpy_on_target_keys_only():
                              online["backbone"]["w"])
 
 
+def test_update_target_copies_the_online_groups_with_ema_off_and_averages_otherwise():
+  rng = np.random.default_rng(1)
+  target = {"backbone": {"w": rng.normal(size=(3, 2)).astype(np.float32)}}
+  online = {"backbone": {"w": rng.normal(size=(3, 2)).astype(np.float32)},
+            "predictor": {"b": rng.normal(size=(5,)).astype(np.float32)}}
+  off = ema.tau_schedule(ml_collections.ConfigDict(dict(enabled=False)), 100)
+  copied = ema.update_target(target, online, off, off(0))
+  assert set(copied) == {"backbone"}
+  assert copied["backbone"]["w"] is online["backbone"]["w"]   # the same array, not arithmetic
+  constant = ema.tau_schedule(ml_collections.ConfigDict(dict(tau_base=0.9, schedule="constant")),
+                              100)
+  averaged = ema.update_target(target, online, constant, constant(0))
+  np.testing.assert_allclose(averaged["backbone"]["w"],
+                             0.9 * target["backbone"]["w"] + 0.1 * online["backbone"]["w"],
+                             rtol=1e-6)
+
+
 # ------------------------------------------------------------------------------------- optimiser
 
 

@@ -187,13 +187,13 @@ def test_resumed_processes_agree_with_each_other_and_with_one_uninterrupted(
   assert f"{TOTAL_STEPS}/{TOTAL_STEPS}" in open(logs[0]).read()
   assert f"{TOTAL_STEPS}/{TOTAL_STEPS}" not in open(logs[1]).read()
   # The encoder exported collectively (written by process 0) is the final online backbone.
+  experiment = train.Experiment(_config())
   final_state = _checkpointed_state(workdir, TOTAL_STEPS)
   assert max_abs_difference(_encoder_variables(workdir),
-                            train.Experiment(_config()).encoder_variables(final_state)) == 0
+                            experiment.encoder_variables(final_state)) == 0
   # The kNN accuracy the two processes computed from gathered features is what one process
   # computes for the exported encoder on its 8 devices.
   summary = json.loads(open(os.path.join(workdir, "summary.json")).read())
-  experiment = train.Experiment(_config())
   single_process_knn = frozen.evaluate_frozen(
       export.load_encoder(os.path.join(workdir, "encoder")), _config(), experiment.mesh)
   print(f"kNN top-1 from two processes {summary['eval']['trained']['knn_top1']:.4f}, from one "
