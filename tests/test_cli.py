@@ -29,7 +29,10 @@ def _command(workdir: str) -> list[str]:
           "--config.log_every_steps=5", "--config.checkpoint_every_steps=1000",
           "--config.eval.linear_probe=False", "--config.eval.max_examples=256",
           # A few dozen steps: compiling is most of a run (ssl_jax/quick_compile.py).
-          "--config.quick_compile=True"]
+          "--config.quick_compile=True",
+          # No TensorBoard events, so neither launch imports TensorFlow (~7 s each); the tiny
+          # jobs' test checks the events.
+          "--config.tensorboard=False"]
 
 
 def _wait_for(predicate, timeout: float, process) -> None:
@@ -68,5 +71,6 @@ def test_sigterm_saves_and_the_same_command_resumes(tmp_path):
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
   assert summary["steps"] == TOTAL_STEPS
   assert (tmp_path / "run" / "encoder" / "encoder.json").exists()
+  assert not (tmp_path / "run" / "tensorboard").exists()
   # Resumed, not restarted: the progress bar starts from the saved step.
   assert f"{saved[0]}/{TOTAL_STEPS}" in result.stderr

@@ -59,7 +59,9 @@ OVERRIDES = {"model.name": "resnet10", "model.width": 4, "data.image_size": 16, 
              "eval.max_examples": 512, "eval.linear_probe": False,
              "eval.random_init_data_bn": False,
              # A few dozen steps: compiling is most of a run (ssl_jax/quick_compile.py).
-             "quick_compile": True}
+             "quick_compile": True,
+             # The lead process would import TensorFlow for the events (~7 s a launch).
+             "tensorboard": False}
 
 
 def _command(workdir: str, distributed_flags: list[str]) -> list[str]:

@@ -294,7 +294,7 @@ def test_a_sweep_of_two_tiny_runs_through_main(tmp_path):
       "--config.model.width=4", "--config.data.image_size=16", "--config.batch_size=32",
       "--config.objective_config.queue_size=256", "--config.eval.linear_probe=false",
       "--config.eval.random_init_data_bn=false", "--config.eval.knn_k=(20,)",
-      "--config.quick_compile=true", f"--sweep_file={sweep_file}",
+      "--config.quick_compile=true", "--config.tensorboard=false", f"--sweep_file={sweep_file}",
       # The runs differ only in the data order, so the second reuses the first's compiled
       # programs (the session's compilation cache) and the test stays short. (Crashes, skipping
       # and SIGTERM are tested below with a stand-in for main.py.)
