@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from engine_helpers import fast_jit
 from ssl_jax.models import (MLP, GroupedBatchNorm, ResNet, SSLNetwork, build_backbone,
                             feature_dim)
 from ssl_jax.models.resnet import ResidualBlock, resnet
@@ -51,12 +52,12 @@ def count_params(params) -> int:
 def jit_init(model: nn.Module, x: jax.Array, **call_kwargs):
   """Initialises with train=False (bound statically: a traced bool cannot pick a BN branch)."""
   init = functools.partial(model.init, train=False, **call_kwargs)
-  return jax.jit(init)(init_key(), x)
+  return fast_jit(init)(init_key(), x)
 
 
 def jit_train_apply(model: nn.Module, variables, x: jax.Array, **call_kwargs):
   apply = functools.partial(model.apply, train=True, mutable=["batch_stats"], **call_kwargs)
-  return jax.jit(apply)(variables, x)
+  return fast_jit(apply)(variables, x)
 
 
 def shapes_after_apply(model: nn.Module, x_shape: tuple[int, ...]):
@@ -154,7 +155,7 @@ def imagenet_stem_run():
   apply = functools.partial(model.apply, train=False,
                             capture_intermediates=lambda module, _: module.name == "stem_conv",
                             mutable=["intermediates"])
-  outputs, state = jax.jit(apply)(variables, x)
+  outputs, state = fast_jit(apply)(variables, x)
   stem_output = state["intermediates"]["stem_conv"]["__call__"][0]
   return x, variables, outputs, stem_output
 
@@ -232,7 +233,7 @@ def test_bn_groups_equals_separate_batch_norm_per_group():
   plain_model = ResNet(stage_sizes=(1, 1), block="basic", width=4, stem="cifar")
   variables = jit_init(plain_model, x)
   grouped_out, grouped_state = jit_train_apply(grouped_model, variables, x)
-  plain_apply = jax.jit(functools.partial(plain_model.apply, train=True, mutable=["batch_stats"]))
+  plain_apply = fast_jit(functools.partial(plain_model.apply, train=True, mutable=["batch_stats"]))
   first_out, first_state = plain_apply(variables, x[:2])
   second_out, second_state = plain_apply(variables, x[2:])
   np.testing.assert_allclose(grouped_out["pooled"],
