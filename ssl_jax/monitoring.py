@@ -36,7 +36,7 @@ def create_writer(workdir: str, enabled: bool, tensorboard: bool = True):
 
   A process that does not write (all but the lead process of a multi-process run) gets the
   console-only writer, as does a run with `config.tensorboard` off: clu's writers import
-  TensorFlow, about 7 s at every launch."""
+  TensorFlow, about 7 s at every launch, which neither needs."""
   if not (enabled and tensorboard):
     return _ConsoleOnlyWriter()
   try:
