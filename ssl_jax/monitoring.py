@@ -31,13 +31,12 @@ def make_metrics_collection(names: tuple[str, ...]) -> type[clu_metrics.Collecti
                                           for name in names})
 
 
-def create_writer(workdir: str, enabled: bool, tensorboard: bool = True):
+def create_writer(workdir: str, enabled: bool):
   """TensorBoard + console writer (clu), or a console-only one where TensorFlow is absent.
 
-  A process that does not write (all but the lead process of a multi-process run) gets the
-  console-only writer, as does a run with `config.tensorboard` off: clu's writers import
-  TensorFlow, about 7 s at every launch, which neither needs."""
-  if not (enabled and tensorboard):
+  `enabled` False (all but the lead process of a multi-process run, or `config.tensorboard` off)
+  gives the console-only writer: clu's writers import TensorFlow, about 7 s at every launch."""
+  if not enabled:
     return _ConsoleOnlyWriter()
   try:
     from clu import metric_writers  # imports TensorFlow (TensorBoard summaries)

@@ -213,8 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   jitted_step = experiment.compiled_train_step(state, state_shardings)
 
-  writer = monitoring.create_writer(experiment.workdir, enabled=is_lead,
-                                   tensorboard=config.tensorboard)
+  writer = monitoring.create_writer(experiment.workdir, enabled=is_lead and config.tensorboard)
   if is_lead:
     _save_class_list(config, experiment.workdir)
   if start_step == 0 and is_lead:
