@@ -45,6 +45,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
+def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
+  """A buffer of several batches (steps, batch, ...): each batch split like `batch_sharding`."""
+  return NamedSharding(mesh, PartitionSpec(None, BATCH_AXES))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
@@ -106,3 +111,13 @@ def host_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, 
   sharding = batch_sharding(mesh)
   return {name: jax.make_array_from_process_local_data(sharding, value)
           for name, value in batch.items()}
+
+
+def host_batches_to_global_buffer(batches: list[dict[str, np.ndarray]],
+                                  mesh: Mesh) -> dict[str, jax.Array]:
+  """Stacks each process's local batches, in order, into one global (steps, batch, ...) buffer
+  whose batch axis is sharded over the mesh (the input of `step.jit_multi_step`)."""
+  sharding = stacked_batch_sharding(mesh)
+  return {name: jax.make_array_from_process_local_data(
+              sharding, np.stack([batch[name] for batch in batches]))
+          for name in batches[0]}

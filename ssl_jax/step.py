@@ -9,6 +9,7 @@ the target, BN statistics or the objective's state.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -117,6 +118,34 @@ def jit_train_step(train_step, state_shardings, mesh: Mesh, compiler_options: di
   return jax.jit(
       train_step,
       in_shardings=(state_shardings, batch_sharding),
+      out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
+      donate_argnums=0,
+      compiler_options=compiler_options,
+  )
+
+
+def jit_multi_step(train_step, state_shardings, mesh: Mesh, steps_per_dispatch: int,
+                   compiler_options: dict | None = None):
+  """`steps_per_dispatch` train steps in one dispatch: `lax.scan` of the step over a
+  device-resident buffer of that many batches (`sharding.host_batches_to_global_buffer`).
+
+  Returns jit(state, batches) -> (state, metrics merged over the steps). For small models on an
+  accelerator the host's per-step dispatch, not the device, bounds throughput; one dispatch per
+  several steps amortises it. The steps compute what as many `jit_train_step` calls compute
+  (keys still come from each step's counter), up to XLA's freedom to fuse a loop body
+  differently from a lone step."""
+  if steps_per_dispatch < 1:
+    raise ValueError(f"steps_per_dispatch={steps_per_dispatch} must be a positive integer")
+
+  def multi_step(state, batches):
+    state, stacked_metrics = jax.lax.scan(train_step, state, batches)
+    per_step = [jax.tree.map(lambda leaf, i=i: leaf[i], stacked_metrics)
+                for i in range(steps_per_dispatch)]
+    return state, functools.reduce(lambda merged, metrics: merged.merge(metrics), per_step)
+
+  return jax.jit(
+      multi_step,
+      in_shardings=(state_shardings, sharding_lib.stacked_batch_sharding(mesh)),
       out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
       donate_argnums=0,
       compiler_options=compiler_options,

@@ -112,11 +112,20 @@ class Experiment:
                                              self.config.mesh.fsdp_min_size)
     return checkpointing.abstract_like(self.abstract_state, shardings)
 
-  def jitted_train_step(self, state_shardings):
+  def _train_step(self):
     train_step, _ = step_lib.make_train_step(
         self.objective, self.optimizer, self.lr_schedule, self.tau_schedule, self.config.augment,
         tuple(self.config.data.mean), tuple(self.config.data.std), self.step_rng)
-    return step_lib.jit_train_step(train_step, state_shardings, self.mesh, self.compiler_options)
+    return train_step
+
+  def jitted_train_step(self, state_shardings):
+    return step_lib.jit_train_step(self._train_step(), state_shardings, self.mesh,
+                                   self.compiler_options)
+
+  def jitted_multi_step(self, state_shardings, steps_per_dispatch: int):
+    """Several steps per dispatch over a buffer of batches (see `step.jit_multi_step`)."""
+    return step_lib.jit_multi_step(self._train_step(), state_shardings, self.mesh,
+                                   steps_per_dispatch, self.compiler_options)
 
   def compiled_train_step(self, state, state_shardings):
     """The jitted step compiled ahead of its first call for `state`'s shapes, once every process
