@@ -8,10 +8,12 @@ r"""Step benchmark: the jitted train step of each objective, timed alone or fed 
   python benchmarks/step.py --workload=cifar_r18 --objectives=moco_v2,byol --batch=512 \
       --steps_per_dispatch=1,8                               # lax.scan: 8 steps per call
 
-Prints one JSON line per (objective, batch, data): median and min step seconds after warm-up,
-images/s, compile seconds, XLA's FLOP count of one step and the achieved FLOP/s (with MFU when
---peak_tflops is given), and memory (XLA's buffer analysis of the compiled step, plus the
-device's peak where the backend reports one).
+Prints one JSON line per (objective, batch, data, steps per dispatch): median and min step
+seconds after warm-up (each call waited for), the step time of as many calls dispatched back to
+back and waited for once (as the train loop runs them), images/s, compile seconds, XLA's FLOP
+count of one step and the achieved FLOP/s (with MFU when --peak_tflops is given), and memory
+(XLA's buffer analysis of the compiled program, plus the device's peak where the backend reports
+one).
 
 --data=synthetic feeds one device-resident random batch, so it measures the step alone;
 --data=pipeline feeds the config's real input pipeline (host crops, host->device transfer);
@@ -20,7 +22,8 @@ device's peak where the backend reports one).
 the other (the compile-time against step-time trade of ssl_jax/quick_compile.py).
 --steps_per_dispatch=K runs K steps per call, a `lax.scan` over a buffer of K batches
 (`ssl_jax.step.jit_multi_step`): for small models whose steps are bound by the host's dispatch
-rather than the device. --steps then counts calls, and step times are a call's time / K.
+rather than the device. --steps then counts calls, step times are a call's time / K, and the
+memory figures include the buffer of K batches.
 """
 
 from __future__ import annotations
@@ -92,18 +95,30 @@ def random_batch_buffer(experiment: Experiment, steps: int, seed: int = 0) -> di
       [_random_host_batch(experiment, rng) for _ in range(steps)], experiment.mesh)
 
 
-def time_steps(run_one_step, state, warmup: int, steps: int):
-  """Runs `warmup` then `steps` steps, each waited for; returns (state, wall seconds per step,
-  CPU seconds per step). On a shared host the process's CPU time is the steadier of the two."""
+def time_steps(run_one_call, state, warmup: int, calls: int):
+  """Runs `warmup` then `calls` calls, each waited for; returns (state, wall seconds per call,
+  CPU seconds per call). On a shared host the process's CPU time is the steadier of the two."""
   for _ in range(warmup):
-    state = jax.block_until_ready(run_one_step(state))
+    state = jax.block_until_ready(run_one_call(state))
   wall, cpu = [], []
-  for _ in range(steps):
+  for _ in range(calls):
     wall_start, cpu_start = time.perf_counter(), time.process_time()
-    state = jax.block_until_ready(run_one_step(state))
+    state = jax.block_until_ready(run_one_call(state))
     wall.append(time.perf_counter() - wall_start)
     cpu.append(time.process_time() - cpu_start)
   return state, wall, cpu
+
+
+def time_back_to_back(run_one_call, state, calls: int):
+  """Dispatches `calls` calls without waiting in between, as the train loop does, and waits once;
+  returns (state, wall seconds per call). Unlike `time_steps`, the host's dispatch of a call
+  overlaps the device's work on the previous one, which is what several steps per dispatch
+  would otherwise save."""
+  start = time.perf_counter()
+  for _ in range(calls):
+    state = run_one_call(state)
+  state = jax.block_until_ready(state)
+  return state, (time.perf_counter() - start) / calls
 
 
 def benchmark(config, *, data: str, warmup: int, steps: int, peak_tflops: float | None,
@@ -129,8 +144,9 @@ def benchmark(config, *, data: str, warmup: int, steps: int, peak_tflops: float 
   start = time.perf_counter()
   compiled = jitted.lower(state, batch).compile()
   compile_seconds = time.perf_counter() - start
-  # XLA's cost analysis counts a loop body once, so a multi-step program's count is one step's
-  # (SimSiam at test size: 1.606 GFLOP for 4 scanned steps against 1.615 for one step).
+  # XLA:CPU's cost analysis counted the loop body once, so there a multi-step program's count is
+  # one step's (SimSiam at test size: 1.606 GFLOP for 4 scanned steps, 1.615 for one step). On
+  # another backend, compare with the steps_per_dispatch=1 record of the same run.
   flops = _flops_of(compiled)
   device = mesh.devices.flat[0]
   common_record = {
@@ -155,12 +171,16 @@ def benchmark(config, *, data: str, warmup: int, steps: int, peak_tflops: float 
     else:
       raise ValueError(f"unknown data mode {mode!r}: choose synthetic, pipeline or both")
     state, call_durations, call_cpu_durations = time_steps(run_one_call, state, warmup, steps)
+    state, back_to_back_call = time_back_to_back(run_one_call, state, steps)
     durations = [d / steps_per_dispatch for d in call_durations]
     cpu_durations = [d / steps_per_dispatch for d in call_cpu_durations]
     median = statistics.median(durations)
+    back_to_back = back_to_back_call / steps_per_dispatch
     record = dict(common_record, data=mode, steps=steps * steps_per_dispatch,
                   median_step_s=round(median, 5), min_step_s=round(min(durations), 5),
                   median_step_cpu_s=round(statistics.median(cpu_durations), 5),
+                  back_to_back_step_s=round(back_to_back, 5),
+                  back_to_back_img_per_s=round(experiment.global_batch / back_to_back, 1),
                   img_per_s=round(experiment.global_batch / median, 1),
                   load_average_1min=round(os.getloadavg()[0], 2))
     if flops is not None:

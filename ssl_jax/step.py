@@ -138,7 +138,8 @@ def jit_multi_step(train_step, state_shardings, mesh: Mesh, steps_per_dispatch: 
     raise ValueError(f"steps_per_dispatch={steps_per_dispatch} must be a positive integer")
 
   def multi_step(state, batches):
-    state, stacked_metrics = jax.lax.scan(train_step, state, batches)
+    # `length` makes a buffer of another number of batches an error, not a silent mismatch.
+    state, stacked_metrics = jax.lax.scan(train_step, state, batches, length=steps_per_dispatch)
     per_step = [jax.tree.map(lambda leaf, i=i: leaf[i], stacked_metrics)
                 for i in range(steps_per_dispatch)]
     return state, functools.reduce(lambda merged, metrics: merged.merge(metrics), per_step)

@@ -19,9 +19,10 @@ TOLERANCE = 1e-5
 
 
 def test_scanned_steps_match_single_steps_on_8_devices():
-  # MoCo v2 carries every kind of state (EMA target, queue, BN statistics); the settings of its
-  # 8-vs-1-device test (test_sharded_vs_single.py), whose step this test shares: photometric
-  # augmentation's thresholds would turn last-bit differences into pixel changes.
+  # MoCo v2 carries every kind of state (EMA target, queue, BN statistics). The settings are
+  # those of its 8-vs-1-device test (test_sharded_vs_single.py), so both compile the same single
+  # step; without photometric augmentation, whose thresholds turn last-bit differences into
+  # pixel changes.
   config = small_config("moco_v2", "synthetic", **{"objective_config.bn_mode": "global",
                                                    "optim.base_lr": 0.05,
                                                    "augment.photometric": False})
@@ -40,25 +41,25 @@ def test_scanned_steps_match_single_steps_on_8_devices():
 
   state, _ = experiment.initial_state()
   multi_step = experiment.jitted_multi_step(shardings, STEPS_PER_DISPATCH)
-  for start in range(0, len(batches), STEPS_PER_DISPATCH):
-    buffer = sharding_lib.host_batches_to_global_buffer(
-        batches[start:start + STEPS_PER_DISPATCH], mesh)
+  for dispatch in range(DISPATCHES):
+    steps = slice(dispatch * STEPS_PER_DISPATCH, (dispatch + 1) * STEPS_PER_DISPATCH)
+    buffer = sharding_lib.host_batches_to_global_buffer(batches[steps], mesh)
     assert buffer["view1"].shape[:2] == (STEPS_PER_DISPATCH, config.batch_size)
     state, multi_metrics = multi_step(state, buffer)
+    # Each dispatch's metrics are those of its own steps merged, as the train loop merges them.
+    merged = single_metrics[steps][0]
+    for metrics in single_metrics[steps][1:]:
+      merged = merged.merge(metrics)
+    expected, got = merged.compute(), multi_metrics.compute()
+    assert set(got) == set(expected)
+    for name in expected:
+      np.testing.assert_allclose(float(got[name]), float(expected[name]), rtol=1e-5, atol=1e-6,
+                                 err_msg=f"dispatch {dispatch}: {name}")
   multi = jax.device_get(state)
 
   assert int(multi.step) == int(single.step) == len(batches)
   assert max_abs_difference(multi, single) < TOLERANCE   # params, target, queue, BN, optimiser
   assert max_abs_difference(initial_params, single.params) > 100 * TOLERANCE
-  # The dispatch's metrics are those of its steps merged, as the train loop merges them.
-  last_dispatch = single_metrics[-STEPS_PER_DISPATCH]
-  for metrics in single_metrics[-STEPS_PER_DISPATCH + 1:]:
-    last_dispatch = last_dispatch.merge(metrics)
-  expected, got = last_dispatch.compute(), multi_metrics.compute()
-  assert set(got) == set(expected)
-  for name in expected:
-    np.testing.assert_allclose(float(got[name]), float(expected[name]), rtol=1e-5, atol=1e-6,
-                               err_msg=name)
 
 
 def test_steps_per_dispatch_must_be_positive():
