@@ -216,7 +216,13 @@ def parse_args(argv=None):
                       help="comma-separated steps per call (lax.scan over a buffer of batches)")
   parser.add_argument("--quick_compile", default="off", choices=sorted(QUICK_COMPILE_MODES),
                       help="config.quick_compile: off, on, or both (one after the other)")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  counts = args.steps_per_dispatch.split(",")
+  if not all(count.isdigit() and int(count) > 0 for count in counts):
+    parser.error(f"--steps_per_dispatch takes comma-separated positive integers (e.g. 1,4,16), "
+                 f"got {args.steps_per_dispatch!r}")
+  args.steps_per_dispatch = [int(count) for count in counts]
+  return args
 
 
 def main(argv=None):
@@ -230,7 +236,7 @@ def main(argv=None):
         config.model.dtype = args.dtype
       for quick in QUICK_COMPILE_MODES[args.quick_compile]:
         config.quick_compile = quick
-        for steps_per_dispatch in (int(k) for k in args.steps_per_dispatch.split(",")):
+        for steps_per_dispatch in args.steps_per_dispatch:
           for record in benchmark(config, data=args.data, warmup=args.warmup, steps=args.steps,
                                   peak_tflops=args.peak_tflops, devices=devices,
                                   steps_per_dispatch=steps_per_dispatch):
