@@ -114,10 +114,16 @@ def make_train_step(
 
 def jit_train_step(train_step, state_shardings, mesh: Mesh, compiler_options: dict | None = None):
   """One jit with declared shardings: batch split over all devices, state by rule, donated."""
-  batch_sharding = sharding_lib.batch_sharding(mesh)
+  return _jit_state_update(train_step, state_shardings, sharding_lib.batch_sharding(mesh), mesh,
+                           compiler_options)
+
+
+def _jit_state_update(fn, state_shardings, input_sharding, mesh: Mesh,
+                      compiler_options: dict | None):
+  """jit of fn(state, input) -> (state, metrics): state by rule and donated, metrics replicated."""
   return jax.jit(
-      train_step,
-      in_shardings=(state_shardings, batch_sharding),
+      fn,
+      in_shardings=(state_shardings, input_sharding),
       out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
       donate_argnums=0,
       compiler_options=compiler_options,
@@ -144,10 +150,5 @@ def jit_multi_step(train_step, state_shardings, mesh: Mesh, steps_per_dispatch: 
                 for i in range(steps_per_dispatch)]
     return state, functools.reduce(lambda merged, metrics: merged.merge(metrics), per_step)
 
-  return jax.jit(
-      multi_step,
-      in_shardings=(state_shardings, sharding_lib.stacked_batch_sharding(mesh)),
-      out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
-      donate_argnums=0,
-      compiler_options=compiler_options,
-  )
+  return _jit_state_update(multi_step, state_shardings, sharding_lib.stacked_batch_sharding(mesh),
+                           mesh, compiler_options)
