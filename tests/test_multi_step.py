@@ -18,11 +18,11 @@ DISPATCHES = 2
 TOLERANCE = 1e-5
 
 
-def test_scanned_steps_match_single_steps_on_8_devices():
+def test_scanned_steps_match_single_steps_on_8_devices(smooth_activations):
   # MoCo v2 carries every kind of state (EMA target, queue, BN statistics). The settings are
   # those of its 8-vs-1-device test (test_sharded_vs_single.py), so both compile the same single
-  # step; without photometric augmentation, whose thresholds turn last-bit differences into
-  # pixel changes.
+  # step (with GELU for ReLU, see `smooth_activations`); without photometric augmentation, whose
+  # thresholds turn last-bit differences into pixel changes.
   config = small_config("moco_v2", "synthetic", **{"objective_config.bn_mode": "global",
                                                    "optim.base_lr": 0.05,
                                                    "augment.photometric": False})

@@ -8,7 +8,7 @@ from engine_helpers import host_batches, max_abs_difference, run_steps, small_co
 STEPS = 3
 
 
-def test_quick_compile_trains_like_a_full_compile_up_to_rounding():
+def test_quick_compile_trains_like_a_full_compile_up_to_rounding(smooth_activations):
   quick_config = small_config("moco_v2", "synthetic", quick_compile=True)
   full_config = small_config("moco_v2", "synthetic", quick_compile=False)
   batches = host_batches(full_config, STEPS)
