@@ -28,10 +28,13 @@ DEFAULT_OBJECTIVE = "moco_v2"
 # statistics measured on the training images, like the trained encoder's), on the 450 test digits.
 MIN_KNN_GAIN = 0.03
 MIN_LINEAR_GAIN = 0.05
-# bfloat16 compute may lose this much top-1 against float32 on the same tiny job (one run each,
-# measured on the earlier ResNet-18 tiny job: on 1 device, kNN/linear 0.940/0.944 in bfloat16
-# against 0.927/0.933 in float32; on the 2 devices used here, 0.951/0.938 against 0.927/0.929).
-MAX_BFLOAT16_SHORTFALL = 0.02
+# bfloat16 compute may lose this much top-1 against float32 on the same tiny job. Rounding alone
+# moves these figures by about as much: on an AVX-512 Xeon, the float32 job's linear top-1 was
+# 0.942-0.964 under four compile settings (the session's, XLA level 3, the MLIR fusion emitters,
+# 1 device), and bfloat16's 0.922-0.947, 0.005-0.020 below float32's in each setting (kNN: 0.949-
+# 0.962 against 0.953-0.967). On an AMD EPYC bfloat16 had come out ahead (linear 0.938 against
+# 0.929 on 2 devices). So the bar is twice the largest shortfall seen, not the shortfall itself.
+MAX_BFLOAT16_SHORTFALL = 0.04
 
 
 # Each objective's tests share one tiny run, cached per process: under `pytest -n` the xdist group
