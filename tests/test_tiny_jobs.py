@@ -32,8 +32,9 @@ MIN_LINEAR_GAIN = 0.05
 # moves these figures by about as much: on an AVX-512 Xeon, the float32 job's linear top-1 was
 # 0.942-0.964 under four compile settings (the session's, XLA level 3, the MLIR fusion emitters,
 # 1 device), and bfloat16's 0.922-0.947, 0.005-0.020 below float32's in each setting (kNN: 0.949-
-# 0.962 against 0.953-0.967). On an AMD EPYC bfloat16 had come out ahead (linear 0.938 against
-# 0.929 on 2 devices). So the bar is twice the largest shortfall seen, not the shortfall itself.
+# 0.962 against 0.953-0.967). On an AMD EPYC, with the earlier ResNet-18 tiny job, bfloat16 had
+# come out ahead (linear 0.938 against 0.929 on 2 devices, one run each). So the bar is twice
+# the largest shortfall seen, not the shortfall itself.
 MAX_BFLOAT16_SHORTFALL = 0.04
 
 
