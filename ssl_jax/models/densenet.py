@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from flax.typing import Dtype
 
 from ssl_jax.models.batch_norm import GroupedBatchNorm
+from ssl_jax.models.conv import Conv2D, bias_free_conv
 
 # torchvision's DenseNet initialises convs with kaiming_normal_ in its default fan_in mode.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -44,11 +45,8 @@ DENSENET_SPECS: dict[str, tuple[tuple[int, ...], int, int]] = {
 }
 
 
-def _conv(features: int, kernel_size: int, stride: int, dtype: Dtype, name: str) -> nn.Conv:
-  pad = kernel_size // 2
-  return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
-                 param_dtype=jnp.float32, kernel_init=conv_kernel_init, name=name)
+def _conv(features: int, kernel_size: int, stride: int, dtype: Dtype, name: str) -> Conv2D:
+  return bias_free_conv(features, kernel_size, stride, dtype, conv_kernel_init, name)
 
 
 class DenseLayer(nn.Module):

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax.typing import Dtype
 
 from ssl_jax.models.batch_norm import GroupedBatchNorm
+from ssl_jax.models.conv import Conv2D, bias_free_conv
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), an untruncated normal with
 # std sqrt(2 / fan_out) ('normal' here is untruncated; flax's default convs would truncate).
@@ -46,12 +47,8 @@ RESNET_SPECS: dict[str, tuple[tuple[int, ...], str]] = {
 }
 
 
-def _conv(features: int, kernel_size: int, stride: int, dtype: Dtype, name: str) -> nn.Conv:
-  """A bias-free conv with torch's symmetric padding (kernel_size // 2 on each side)."""
-  pad = kernel_size // 2
-  return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
-                 param_dtype=jnp.float32, kernel_init=conv_kernel_init, name=name)
+def _conv(features: int, kernel_size: int, stride: int, dtype: Dtype, name: str) -> Conv2D:
+  return bias_free_conv(features, kernel_size, stride, dtype, conv_kernel_init, name)
 
 
 class ResidualBlock(nn.Module):

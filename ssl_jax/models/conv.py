@@ -1,0 +1,132 @@
+"""The backbones' convolution: XLA's own, with a weight gradient arranged for XLA:CPU.
+
+The forward pass and the input gradient are exactly `nn.Conv`'s. The weight gradient is the
+convolution XLA itself would compute, of the input with the output gradient; on the CPU backend
+its input is transposed inside a `lax.cond`, for this reason:
+
+- XLA:CPU runs convolutions through Eigen, which wants the weight gradient's activation operand
+  with the batch axis innermost, (C, H, W, N). XLA inserts that transpose, and its fusion pass
+  then merges the elementwise chain that produced the activation (the previous BatchNorms,
+  residual add and ReLU) into it. The chain is re-computed reading three or four full tensors in
+  transposed order, instead of reading once the buffer that already holds the activation (it is
+  the forward convolution's input). On a memory-bound 2-core host those strided reads were the
+  largest non-convolution cost of a ResNet-18 step.
+- `lax.optimization_barrier` cannot prevent that: XLA:CPU removes barriers before fusion. The
+  branches of a conditional are separate computations, so a branch reads its operand from
+  memory as it is. Both branches are the same transpose, so the result does not depend on the
+  predicate, which only has to be unknown to the compiler.
+
+Measured in `benchmarks/README.md` (SimSiam, ResNet-18 CIFAR, batch 64: the step 15 % faster).
+The gradients are bitwise those of XLA's own rule (tests/test_conv.py). Other backends get XLA's
+rule unchanged (`lax.platform_dependent` picks the branch when the step is lowered).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.typing import Dtype, Initializer
+from jax import lax
+
+# Images and feature maps are NHWC, kernels HWIO (flax's layout).
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+Padding = tuple[tuple[int, int], ...]
+
+
+def _convolve(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
+              padding: Padding) -> jax.Array:
+  return lax.conv_general_dilated(x, kernel, strides, padding,
+                                  dimension_numbers=_DIMENSION_NUMBERS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
+           padding: Padding) -> jax.Array:
+  """A 2-D convolution of NHWC `x` with an HWIO `kernel` (explicit padding per spatial axis)."""
+  return _convolve(x, kernel, strides, padding)
+
+
+def _conv2d_forward(x, kernel, strides, padding):
+  return _convolve(x, kernel, strides, padding), (x, kernel)
+
+
+def _xla_backward(x, kernel, output_grad, *, strides, padding):
+  _, vjp = jax.vjp(lambda x_, kernel_: _convolve(x_, kernel_, strides, padding), x, kernel)
+  return vjp(output_grad)
+
+
+def _batch_innermost(x: jax.Array) -> jax.Array:
+  return jnp.transpose(x, (3, 1, 2, 0))   # (N, H, W, C) -> (C, H, W, N)
+
+
+def _cpu_backward(x, kernel, output_grad, *, strides, padding):
+  _, input_vjp = jax.vjp(lambda x_: _convolve(x_, kernel, strides, padding), x)
+  (input_grad,) = input_vjp(output_grad)
+  # Any value the compiler cannot fold will do; it is true unless the kernel holds a NaN, and
+  # either way both branches return the same transpose.
+  unknown_to_compiler = kernel[0, 0, 0, 0] == kernel[0, 0, 0, 0]
+  x_batch_innermost = lax.cond(unknown_to_compiler, _batch_innermost, _batch_innermost, x)
+  # dK[i, j, c, o] = sum over n, h, w of x[n, s*h + i - pad, s*w + j - pad, c] * dY[n, h, w, o]:
+  # a convolution of x (batch axis C, contracted 'feature' axis N) with dY as the kernel
+  # (spatial H_out x W_out, dilated by the forward stride), whose output spans the kernel window.
+  window_padding = []
+  for axis, (pad_low, _) in enumerate(padding):
+    window = kernel.shape[axis]
+    input_size, output_size = x.shape[1 + axis], output_grad.shape[1 + axis]
+    window_padding.append(
+        (pad_low, window + (output_size - 1) * strides[axis] - input_size - pad_low))
+  kernel_grad = lax.conv_general_dilated(
+      x_batch_innermost, jnp.transpose(output_grad, (1, 2, 0, 3)), (1, 1), window_padding,
+      rhs_dilation=strides, dimension_numbers=_DIMENSION_NUMBERS)   # (C_in, kh, kw, C_out)
+  return input_grad, jnp.transpose(kernel_grad, (1, 2, 0, 3))
+
+
+def _conv2d_backward(strides, padding, residuals, output_grad):
+  x, kernel = residuals
+  static = dict(strides=strides, padding=padding)
+  return lax.platform_dependent(x, kernel, output_grad,
+                                cpu=functools.partial(_cpu_backward, **static),
+                                default=functools.partial(_xla_backward, **static))
+
+
+conv2d.defvjp(_conv2d_forward, _conv2d_backward)
+
+
+class Conv2D(nn.Module):
+  """A bias-free 2-D convolution with the parameters of `nn.Conv(..., use_bias=False)`.
+
+  Attributes:
+    features: output channels.
+    kernel_size: (height, width) of the window.
+    strides: (height, width) strides.
+    padding: ((top, bottom), (left, right)) zero padding.
+    kernel_init: initialiser of the float32 HWIO 'kernel' param.
+    dtype: compute dtype (input and kernel are cast to it).
+  """
+
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int]
+  padding: Padding
+  kernel_init: Initializer
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", self.kernel_init,
+                        (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
+    return conv2d(x.astype(self.dtype), kernel.astype(self.dtype), tuple(self.strides),
+                  tuple(tuple(pad) for pad in self.padding))
+
+
+def bias_free_conv(features: int, kernel_size: int, stride: int, dtype: Dtype,
+                   kernel_init: Initializer, name: str) -> Conv2D:
+  """A square bias-free conv with torch's symmetric padding (kernel_size // 2 on each side)."""
+  pad = kernel_size // 2
+  return Conv2D(features, (kernel_size, kernel_size), (stride, stride), ((pad, pad), (pad, pad)),
+                kernel_init=kernel_init, dtype=dtype, name=name)

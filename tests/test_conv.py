@@ -1,0 +1,131 @@
+"""Tests of ssl_jax.models.conv: the backbones' convolution must be flax's, value and gradient.
+
+The reference is XLA's own convolution and its autodiff rule (`nn.Conv` and `lax`), over the
+shapes the backbones use and the awkward ones (stride 2 on odd sizes, a 1x1 stride-2 shortcut
+whose weight gradient needs negative padding, the 7x7 stride-2 ImageNet stem). The CPU weight
+gradient only moves a transpose, so everything is compared bitwise.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ssl_jax.models.conv import Conv2D, _cpu_backward, _xla_backward, bias_free_conv, conv2d
+
+# (batch, size, in channels, out channels, kernel, stride)
+SHAPES = [
+    (4, 8, 5, 6, 3, 1),
+    (4, 9, 5, 6, 3, 2),
+    (4, 8, 5, 6, 1, 2),
+    (2, 11, 3, 4, 7, 2),
+    (1, 4, 2, 3, 3, 1),
+]
+
+
+def random_normal(seed: int, shape: tuple[int, ...]) -> jax.Array:
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def operands(shape):
+  batch, size, channels_in, channels_out, window, stride = shape
+  x = random_normal(0, (batch, size, size, channels_in))
+  kernel = random_normal(1, (window, window, channels_in, channels_out))
+  pad = window // 2
+  return x, kernel, (stride, stride), ((pad, pad), (pad, pad))
+
+
+def xla_convolution(x, kernel, strides, padding):
+  return lax.conv_general_dilated(x, kernel, strides, padding,
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def loss_gradients(convolution, x, kernel, strides, padding):
+  """Gradients of a loss whose output gradient is not constant (sin), so every tap matters."""
+  loss = lambda x_, kernel_: jnp.sum(jnp.sin(convolution(x_, kernel_, strides, padding)))
+  return jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gradients_are_xla_autodiff_bitwise(shape):
+  x, kernel, strides, padding = operands(shape)
+  expected = loss_gradients(xla_convolution, x, kernel, strides, padding)
+  got = loss_gradients(conv2d, x, kernel, strides, padding)
+  for name, want, have in zip(("input", "kernel"), expected, got):
+    assert have.shape == want.shape, name
+    np.testing.assert_array_equal(np.asarray(have), np.asarray(want), err_msg=name)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:3])
+def test_cpu_and_default_backward_agree_bitwise(shape):
+  """The branch other backends get (XLA's rule) and the CPU branch, run side by side here."""
+  x, kernel, strides, padding = operands(shape)
+  output_grad = jnp.cos(xla_convolution(x, kernel, strides, padding))
+  static = dict(strides=strides, padding=padding)
+  cpu = jax.jit(lambda *a: _cpu_backward(*a, **static))(x, kernel, output_grad)
+  default = jax.jit(lambda *a: _xla_backward(*a, **static))(x, kernel, output_grad)
+  for have, want in zip(cpu, default):
+    np.testing.assert_array_equal(np.asarray(have), np.asarray(want))
+
+
+def test_cpu_step_takes_the_conditional_and_other_platforms_do_not():
+  x, kernel, strides, padding = operands(SHAPES[0])
+  grad = jax.jit(jax.grad(lambda k: jnp.sum(conv2d(x, k, strides, padding) ** 2)))
+  assert "conditional(" in grad.lower(kernel).compile().as_text()
+  # Lowered (not compiled) per platform: for a GPU, platform_dependent has already picked XLA's
+  # own rule, which needs no transpose; the CPU branch transposes both operands and the result.
+  lowered = {platform: grad.trace(kernel).lower(lowering_platforms=(platform,)).as_text()
+             for platform in ("cuda", "cpu")}
+  assert lowered["cuda"].count("stablehlo.transpose") == 0
+  assert lowered["cpu"].count("stablehlo.transpose") >= 3
+
+
+def test_nan_in_the_kernel_gives_xla_gradients_too():
+  """The predicate is false when the kernel's first tap is NaN; both branches are one transpose."""
+  x, kernel, strides, padding = operands(SHAPES[0])
+  kernel = kernel.at[0, 0, 0, 0].set(jnp.nan)
+  expected = loss_gradients(xla_convolution, x, kernel, strides, padding)
+  got = loss_gradients(conv2d, x, kernel, strides, padding)
+  for have, want in zip(got, expected):
+    np.testing.assert_array_equal(np.asarray(have), np.asarray(want))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("window,stride", [(3, 1), (3, 2), (1, 2), (7, 2)])
+def test_module_is_flax_conv(window, stride, dtype):
+  """Same params (name, shape, init) and the same output as nn.Conv(use_bias=False)."""
+  init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+  ours = bias_free_conv(6, window, stride, dtype, init, name="conv")
+  pad = window // 2
+  flax_conv = nn.Conv(6, (window, window), strides=(stride, stride), padding=((pad, pad),) * 2,
+                      use_bias=False, dtype=dtype, param_dtype=jnp.float32, kernel_init=init)
+  x = random_normal(2, (2, 9, 9, 5))
+  params = jax.jit(ours.init)(jax.random.key(0), x)
+  flax_params = jax.jit(flax_conv.init)(jax.random.key(0), x)
+  assert isinstance(ours, Conv2D)
+  assert jax.tree.structure(params) == jax.tree.structure(flax_params)
+  np.testing.assert_array_equal(params["params"]["kernel"], flax_params["params"]["kernel"])
+  have = jax.jit(ours.apply)(params, x)
+  want = jax.jit(flax_conv.apply)(flax_params, x)
+  assert have.dtype == want.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(have, np.float32), np.asarray(want, np.float32))
+
+
+def test_batch_sharded_gradients_match_one_device():
+  """Under the data-parallel layout the conditional runs per shard; the gradient is all-reduced."""
+  x, kernel, strides, padding = operands((8, 8, 5, 6, 3, 1))
+  devices = jax.devices()
+  assert len(devices) == 8
+  mesh = Mesh(np.array(devices), ("data",))
+  loss = lambda x_, kernel_: jnp.sum(jnp.sin(conv2d(x_, kernel_, strides, padding)))
+  grad = jax.grad(loss, argnums=(0, 1))
+  sharded = jax.jit(grad, in_shardings=(NamedSharding(mesh, PartitionSpec("data")),
+                                        NamedSharding(mesh, PartitionSpec())))(x, kernel)
+  single = jax.jit(grad)(x, kernel)
+  for have, want in zip(sharded, single):
+    np.testing.assert_allclose(np.asarray(have), np.asarray(want), rtol=0, atol=1e-5)
