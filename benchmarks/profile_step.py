@@ -8,6 +8,11 @@ operation to the phase it came from through the HLO metadata of the compiled ste
 named scopes: augment, loss, target_forward, optimizer, ema, objective_state, nonfinite_guard,
 monitors; backward operations are the transposes of the loss), and prints one JSON line per
 phase with its share of the operation time, plus the share of the top operations.
+
+For each operation's real cost, pin the run to one core (`taskset -c 0 python ...`). With
+several cores, XLA:CPU runs the convolutions asynchronously on its thread pool, beside the fused
+loops. The loops' events then absorb the time they wait for a core, and the convolutions'
+events record only their launch.
 """
 
 from __future__ import annotations
