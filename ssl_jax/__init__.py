@@ -6,10 +6,12 @@ The public entry points are `train_and_evaluate(config, workdir)` (ssl_jax.train
 
 from __future__ import annotations
 
-from ssl_jax import xla_cpu_flags
+from ssl_jax import host_memory, xla_cpu_flags
 
-# Before any JAX backend exists: convolutions' weight gradients out of YNNPACK (see the module).
+# Before any JAX backend exists: convolutions' weight gradients out of YNNPACK, and each step's
+# temporaries reused instead of mapped afresh (see the modules).
 xla_cpu_flags.apply()
+host_memory.apply()
 
 
 def load_encoder(path: str):
