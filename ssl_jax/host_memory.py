@@ -30,6 +30,7 @@ OPT_OUT_VARIABLE = "SSL_JAX_KEEP_STEP_MEMORY"
 # glibc's malloc.h parameter numbers.
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+# mallopt takes a C int: the largest threshold means freed heap memory is never trimmed.
 _LARGEST_TRIM_THRESHOLD = 2**31 - 1
 
 
@@ -53,7 +54,7 @@ def _run_single_device_calls_inline() -> None:
 
 
 def apply(environ: MutableMapping[str, str] = os.environ) -> bool:
-  """Makes both settings (see the module docstring); returns whether malloc's were made."""
+  """Makes both settings (see the module docstring); returns whether malloc accepted its own."""
   if environ.get(OPT_OUT_VARIABLE, "1") == "0" or not _is_glibc():
     return False
   _run_single_device_calls_inline()
