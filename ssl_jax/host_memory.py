@@ -16,8 +16,8 @@ memory to the next step:
   computations over several devices asynchronous, so those keep their page faults.
 
 `apply()` makes both settings when `ssl_jax` is imported (next to `xla_cpu_flags`), unless
-SSL_JAX_KEEP_STEP_MEMORY=0. The dispatch setting must precede JAX's CPU backend, like the XLA
-flags; the malloc settings only act on glibc.
+SSL_JAX_KEEP_STEP_MEMORY=0 (1, the default, makes them; other values are refused). The dispatch
+setting must precede JAX's CPU backend, like the XLA flags; the malloc settings only act on glibc.
 """
 
 from __future__ import annotations
@@ -55,7 +55,11 @@ def _run_single_device_calls_inline() -> None:
 
 def apply(environ: MutableMapping[str, str] = os.environ) -> bool:
   """Makes both settings (see the module docstring); returns whether malloc accepted its own."""
-  if environ.get(OPT_OUT_VARIABLE, "1") == "0" or not _is_glibc():
+  choice = environ.get(OPT_OUT_VARIABLE, "1")
+  if choice not in ("0", "1"):
+    raise ValueError(f"{OPT_OUT_VARIABLE}={choice!r}: use 1 (the default: keep each step's "
+                     f"temporaries in the heap) or 0 (glibc's and JAX's defaults)")
+  if choice == "0" or not _is_glibc():
     return False
   _run_single_device_calls_inline()
   return _keep_large_blocks_in_heap()

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from ssl_jax import host_memory
 
 # One call with a 64 MiB block of temporaries (the sort's copy of its operand); prints the block's
@@ -51,3 +53,8 @@ def test_opting_out_keeps_glibcs_default_of_a_fresh_mapping_per_call(tmp_path):
       tmp_path, **{host_memory.OPT_OUT_VARIABLE: "0"})
   assert faults > 0.9 * (temp_bytes // 4096)
   assert host_memory.apply({host_memory.OPT_OUT_VARIABLE: "0"}) is False
+
+
+def test_an_unknown_opt_out_value_is_refused_with_the_allowed_ones():
+  with pytest.raises(ValueError, match=r"SSL_JAX_KEEP_STEP_MEMORY='false': use 1 .* or 0"):
+    host_memory.apply({host_memory.OPT_OUT_VARIABLE: "false"})
