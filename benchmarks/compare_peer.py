@@ -8,7 +8,7 @@ For each (objective, batch) it runs our step benchmark and then the peer, one af
 in fresh processes (never at the same time), and prints one JSON line per measurement. A round
 visits every (objective, batch) once; `--rounds` repeats it. The table gives ours/peer (below 1 =
 ours faster) as the median over rounds of each round's ratio: a shared machine's speed drifts by
-10-20 % over minutes, which moves both programs of a round together but not rounds apart. The
+10-25 % over minutes, which moves both programs of a round together but not rounds apart. The
 ratio of the two medians is printed beside it. The work is the peer's (benchmarks/workloads.py
 `peer_work`).
 """
@@ -103,6 +103,7 @@ def summarise(pairs: list[tuple[dict, dict]]) -> dict:
           "round_ratios": [round(r, 3) for r in round_ratios],
           "ratio_of_medians": round(statistics.median(ours) / statistics.median(peer), 3),
           "compile_s": statistics.median(o["compile_s"] for o, _ in pairs)}
+
 
 if __name__ == "__main__":
   main()

@@ -18,7 +18,7 @@ from flax import linen as nn
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ssl_jax.models.conv import (Conv2D, _batch_innermost, _cpu_backward, _xla_backward,
+from ssl_jax.models.conv import (Conv2D, _cpu_backward, _tiled_batch_innermost, _xla_backward,
                                  bias_free_conv, conv2d)
 
 # (batch, size, in channels, out channels, kernel, stride)
@@ -89,18 +89,28 @@ def test_cpu_step_takes_the_conditional_and_other_platforms_do_not():
   assert lowered["cpu"].count("stablehlo.transpose") >= 3
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("shape", [(16, 3, 5, 32), (32, 4, 4, 64), (64, 2, 3, 32), (8, 3, 3, 16),
-                                   (16, 3, 3, 3), (48, 2, 2, 48)])
-def test_batch_innermost_is_the_transpose(shape, dtype):
-  """Tiled where N and C are multiples of a cache line's values (16 float32, 32 bfloat16)."""
+@pytest.mark.parametrize("shape,dtype", [
+    ((16, 3, 5, 32), jnp.float32), ((48, 2, 2, 48), jnp.float32), ((64, 2, 3, 32), jnp.float32),
+    ((32, 4, 4, 64), jnp.bfloat16), ((64, 2, 3, 32), jnp.bfloat16)])
+def test_tiled_batch_innermost_is_the_transpose(shape, dtype):
+  """Tiles of one cache line: 16 float32 or 32 bfloat16 values of N and of C."""
   x = random_normal(3, shape).astype(dtype)
-  have = jax.jit(_batch_innermost)(x)
+  have = jax.jit(_tiled_batch_innermost)(x)
   np.testing.assert_array_equal(np.asarray(have, np.float32),
                                 np.asarray(jnp.transpose(x, (3, 1, 2, 0)), np.float32))
 
 
-def test_weight_gradient_transposes_x_in_two_passes():
+@pytest.fixture
+def one_device_process(monkeypatch):
+  """`jax.device_count()` is 1, as in a one-device process. Traces of the conv's backward are
+  cached across jits, so the caches are cleared on the way in and out: no other test sees them."""
+  monkeypatch.setattr(jax, "device_count", lambda backend=None: 1)
+  jax.clear_caches()
+  yield
+  jax.clear_caches()
+
+
+def test_one_device_weight_gradient_transposes_x_in_two_passes(one_device_process):
   """The tile-shaped intermediate is materialised: XLA did not fuse the passes back into one."""
   x, kernel, strides, padding = operands(SHAPES[-1])
   grad = jax.jit(jax.grad(lambda k, x_: jnp.sum(conv2d(x_, k, strides, padding) ** 2)))
@@ -108,7 +118,7 @@ def test_weight_gradient_transposes_x_in_two_passes():
   # output of its own loop, which pass 2 reads.
   pass_1 = re.compile(r"= f32\[1,6,6,1,16,16\]\{5,4,3,2,1,0\} fusion\(")
   assert pass_1.search(grad.lower(kernel, x).compile().as_text())
-  assert ",16,16]" not in grad.lower(kernel, x[:8]).compile().as_text()
+  assert ",16,16]" not in grad.lower(kernel, x[:8]).compile().as_text()   # 8: not a tile
 
 
 def test_nan_in_the_kernel_gives_xla_gradients_too():
@@ -143,17 +153,20 @@ def test_module_is_flax_conv(window, stride, dtype):
 
 
 def test_batch_sharded_gradients_match_one_device():
-  """Under the data-parallel layout the conditional (and the tiled transpose) runs per shard; the
-  gradient is all-reduced."""
-  x, kernel, strides, padding = operands((128, 6, 16, 6, 3, 1))   # 16 a shard: tiled
+  """Under the data-parallel layout the conditional runs per shard; the gradient is all-reduced,
+  and x is never gathered (the tiled transpose's layout constraint would gather it, so several
+  devices get the plain transpose)."""
+  x, kernel, strides, padding = operands((128, 6, 16, 6, 3, 1))   # 16 a shard: whole tiles
   devices = jax.devices()
   assert len(devices) == 8
   mesh = Mesh(np.array(devices), ("data",))
   loss = lambda x_, kernel_: jnp.sum(jnp.sin(conv2d(x_, kernel_, strides, padding)))
-  grad = jax.grad(loss, argnums=(0, 1))
-  sharded = jax.jit(grad, in_shardings=(NamedSharding(mesh, PartitionSpec("data")),
-                                        NamedSharding(mesh, PartitionSpec())))(x, kernel)
-  single = jax.jit(grad)(x, kernel)
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)),
+                 in_shardings=(NamedSharding(mesh, PartitionSpec("data")),
+                               NamedSharding(mesh, PartitionSpec())))
+  assert "all-gather" not in grad.lower(x, kernel).compile().as_text()
+  sharded = grad(x, kernel)
+  single = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
   for have, want in zip(sharded, single):
     # Summation order differs (per-shard sums, then the all-reduce): float32 rounding of the
     # largest entries, scaled by them.

@@ -19,12 +19,13 @@ its input is transposed inside a `lax.cond`, for this reason:
 Avoiding those strided re-reads made a ResNet-18 CIFAR train step 10-15 % faster on a 2-core CPU
 (MoCo v2, BYOL, SimSiam at batch 64 and 128; `benchmarks/README.md`).
 
-The transpose itself is done in two passes over tiles of one cache line (`_batch_innermost`).
-XLA:CPU emits a transpose as one loop in the output's order, so a single pass reads x with a
-stride of a whole image between neighbouring outputs and uses one value of each cache line it
-fetches; with x out of cache (16.7 MB at 64 channels, 32 px, batch 64) that took 12.6 ms against
-8.1 ms for the two passes (one core). On two cores the peer-work steps (MoCo v2, BYOL, SimSiam at
-batch 64 and 128, in-process A/B) took 0.972-1.008 of the single-pass time, median 0.99.
+In a one-device process the transpose is done in two passes over tiles of one cache line
+(`_tiled_batch_innermost`). XLA:CPU emits a transpose as one loop in the output's order, so a
+single pass reads x with a stride of a whole image between neighbouring outputs and uses one
+value of each cache line it fetches; with x out of cache (16.7 MB at 64 channels, 32 px, batch
+64) that took 12.6 ms against 8.1 ms for the two passes (one core). On two cores the peer-work
+steps (MoCo v2, BYOL, SimSiam at batch 64 and 128, in-process A/B) took 0.972-1.008 of the
+single-pass time, median 0.99. Several devices keep the single pass (see `_batch_innermost`).
 
 The gradients are bitwise those of XLA's own rule (tests/test_conv.py). Other backends get XLA's
 rule unchanged (`lax.platform_dependent` picks the branch when the step is lowered).
@@ -74,6 +75,10 @@ def _xla_backward(x, kernel, output_grad, *, strides, padding):
 _CACHE_LINE_BYTES = 64
 
 
+def _values_per_line(x: jax.Array) -> int:
+  return _CACHE_LINE_BYTES // x.dtype.itemsize
+
+
 def _row_major(x: jax.Array) -> jax.Array:
   """x, stored row-major: without this, layout assignment turns a transpose into a relabelling
   of the layout and the two passes below fuse back into one."""
@@ -81,18 +86,31 @@ def _row_major(x: jax.Array) -> jax.Array:
 
 
 def _batch_innermost(x: jax.Array) -> jax.Array:
+  """(N, H, W, C) -> (C, H, W, N): tiled (`_tiled_batch_innermost`) when the process has one CPU
+  device and N and C are whole tiles, else one plain transpose.
+
+  The layout constraint the tiled form needs is a custom call that XLA's SPMD partitioner does
+  not see through: with the batch sharded over several devices it all-gathers x on every device
+  (tests/test_conv.py). So several devices (forced host devices, several processes) keep the
+  plain transpose. The tile test covers the RGB stem and small batches.
+  """
+  n, _, _, c = x.shape
+  tile = _values_per_line(x)
+  if jax.device_count("cpu") == 1 and n % tile == 0 and c % tile == 0:
+    return _tiled_batch_innermost(x)
+  return jnp.transpose(x, (3, 1, 2, 0))
+
+
+def _tiled_batch_innermost(x: jax.Array) -> jax.Array:
   """(N, H, W, C) -> (C, H, W, N), in two passes that each read and write whole cache lines.
 
-  N and C are cut into tiles of one cache line (16 float32 values). Pass 1 moves the batch tile
-  innermost, (N1, N2, H, W, C1, C2) -> (N1, H, W, C1, C2, N2): each output row of N2 values
-  gathers from N2 input rows that the next C2 outputs reuse while they are in L1. Pass 2 moves
-  whole N2 rows (one line each) into place, (C1, C2, H, W, N1, N2). When N or C is not a multiple
-  of the tile (the RGB stem, tiny per-device batches), one plain transpose.
+  N and C (multiples of the tile) are cut into tiles of one cache line (16 float32 values).
+  Pass 1 moves the batch tile innermost, (N1, N2, H, W, C1, C2) -> (N1, H, W, C1, C2, N2): each
+  output row of N2 values gathers from N2 input rows that the next C2 outputs reuse while they
+  are in L1. Pass 2 moves whole N2 rows (one line each) into place, (C1, C2, H, W, N1, N2).
   """
   n, h, w, c = x.shape
-  tile = _CACHE_LINE_BYTES // x.dtype.itemsize
-  if n % tile or c % tile:
-    return jnp.transpose(x, (3, 1, 2, 0))
+  tile = _values_per_line(x)
   tiles = x.reshape(n // tile, tile, h, w, c // tile, tile)
   batch_tile_innermost = _row_major(jnp.transpose(tiles, (0, 2, 3, 4, 5, 1)))
   return _row_major(jnp.transpose(batch_tile_innermost, (3, 4, 1, 2, 0, 5)).reshape(c, h, w, n))
