@@ -92,7 +92,8 @@ def _batch_innermost(x: jax.Array) -> jax.Array:
   The layout constraint the tiled form needs is a custom call that XLA's SPMD partitioner does
   not see through: with the batch sharded over several devices it all-gathers x on every device
   (tests/test_conv.py). So several devices (forced host devices, several processes) keep the
-  plain transpose. The tile test covers the RGB stem and small batches.
+  plain transpose, and so does an N or C that is not a whole number of tiles (the RGB stem,
+  small batches).
   """
   n, _, _, c = x.shape
   tile = _values_per_line(x)
