@@ -63,6 +63,8 @@ def main(argv=None):
   parser.add_argument("--peer_python", default=os.environ.get(
       "PEER_PYTHON", "/tmp/ssl-peer-venv/bin/python"))
   args = parser.parse_args(argv)
+  if args.rounds < 1 or args.steps < 1:
+    parser.error(f"--rounds and --steps must be at least 1, got {args.rounds} and {args.steps}")
   if not os.path.exists(args.peer_python):
     sys.exit(f"error: no peer interpreter at {args.peer_python}; run "
              "`bash ../shared/bench/setup_peer.sh` or pass --peer_python")
