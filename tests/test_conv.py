@@ -79,11 +79,12 @@ def test_cpu_and_default_backward_agree_bitwise(shape):
 
 def test_cpu_step_takes_the_conditional_and_other_platforms_do_not():
   x, kernel, strides, padding = operands(SHAPES[0])
-  grad = jax.jit(jax.grad(lambda k: jnp.sum(conv2d(x, k, strides, padding) ** 2)))
-  assert "conditional(" in grad.lower(kernel).compile().as_text()
+  # x is an argument: the predicate reads it, and a constant x would fold the conditional away.
+  grad = jax.jit(jax.grad(lambda k, x_: jnp.sum(conv2d(x_, k, strides, padding) ** 2)))
+  assert "conditional(" in grad.lower(kernel, x).compile().as_text()
   # Lowered (not compiled) per platform: for a GPU, platform_dependent has already picked XLA's
   # own rule, which needs no transpose; the CPU branch transposes both operands and the result.
-  lowered = {platform: grad.trace(kernel).lower(lowering_platforms=(platform,)).as_text()
+  lowered = {platform: grad.trace(kernel, x).lower(lowering_platforms=(platform,)).as_text()
              for platform in ("cuda", "cpu")}
   assert lowered["cuda"].count("stablehlo.transpose") == 0
   assert lowered["cpu"].count("stablehlo.transpose") >= 3
@@ -121,10 +122,28 @@ def test_one_device_weight_gradient_transposes_x_in_two_passes(one_device_proces
   assert ",16,16]" not in grad.lower(kernel, x[:8]).compile().as_text()   # 8: not a tile
 
 
-def test_nan_in_the_kernel_gives_xla_gradients_too():
-  """The predicate is false when the kernel's first tap is NaN; both branches are one transpose."""
+def test_convolutions_of_one_input_share_its_transpose(one_device_process):
+  """The conditional depends on x alone, so XLA merges those of two convolutions of the same
+  input (a downsampling block's first conv and its 1x1 shortcut): x is transposed once."""
+  x, kernel, strides, padding = operands(SHAPES[1])
+  shortcut = random_normal(2, (1, 1) + kernel.shape[2:])
+  loss = lambda k, s, x_: jnp.sum(jnp.sin(conv2d(x_, k, strides, padding)
+                                          + conv2d(x_, s, strides, ((0, 0), (0, 0)))))
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  compiled = grad.lower(kernel, shortcut, x).compile().as_text()
+  assert len(re.findall(r" conditional\(", compiled)) == 1
+
+
+@pytest.mark.parametrize("nan_in", ["kernel", "input"])
+def test_nan_where_the_predicate_reads_gives_xla_gradients_too(nan_in, request):
+  """The predicate reads x's first value in a one-device process and the kernel's with several
+  devices (as here); a NaN there makes it false, and both branches are one transpose."""
   x, kernel, strides, padding = operands(SHAPES[0])
-  kernel = kernel.at[0, 0, 0, 0].set(jnp.nan)
+  if nan_in == "input":
+    request.getfixturevalue("one_device_process")
+    x = x.at[0, 0, 0, 0].set(jnp.nan)
+  else:
+    kernel = kernel.at[0, 0, 0, 0].set(jnp.nan)
   expected = loss_gradients(xla_convolution, x, kernel, strides, padding)
   got = loss_gradients(conv2d, x, kernel, strides, padding)
   for have, want in zip(got, expected):
@@ -164,7 +183,10 @@ def test_batch_sharded_gradients_match_one_device():
   grad = jax.jit(jax.grad(loss, argnums=(0, 1)),
                  in_shardings=(NamedSharding(mesh, PartitionSpec("data")),
                                NamedSharding(mesh, PartitionSpec())))
-  assert "all-gather" not in grad.lower(x, kernel).compile().as_text()
+  compiled = grad.lower(x, kernel).compile().as_text()
+  assert "all-gather" not in compiled
+  # The one all-reduce sums the weight gradient: the conditional's predicate costs none.
+  assert len(re.findall(r" all-reduce(-start)?\(", compiled)) == 1
   sharded = grad(x, kernel)
   single = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
   for have, want in zip(sharded, single):

@@ -120,9 +120,13 @@ def _tiled_batch_innermost(x: jax.Array) -> jax.Array:
 def _cpu_backward(x, kernel, output_grad, *, strides, padding):
   _, input_vjp = jax.vjp(lambda x_: _convolve(x_, kernel, strides, padding), x)
   (input_grad,) = input_vjp(output_grad)
-  # Any value the compiler cannot fold will do; it is true unless the kernel holds a NaN, and
-  # either way both branches return the same transpose.
-  unknown_to_compiler = kernel[0, 0, 0, 0] == kernel[0, 0, 0, 0]
+  # Any value the compiler cannot fold will do; it is true unless that value is NaN, and either
+  # way both branches return the same transpose. In a one-device process it is read from x alone,
+  # so the conditionals of two convolutions of one input (a downsampling block's conv1 and its
+  # shortcut) are identical and XLA merges them: x is transposed once. With several devices x is
+  # sharded and reading one of its values would broadcast it, so the kernel's value is read.
+  source = x if jax.device_count("cpu") == 1 else kernel
+  unknown_to_compiler = source[0, 0, 0, 0] == source[0, 0, 0, 0]
   x_batch_innermost = lax.cond(unknown_to_compiler, _batch_innermost, _batch_innermost, x)
   # dK[i, j, c, o] = sum over n, h, w of x[n, s*h + i - pad, s*w + j - pad, c] * dY[n, h, w, o]:
   # a convolution of x (batch axis C, contracted 'feature' axis N) with dY as the kernel
