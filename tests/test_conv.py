@@ -134,6 +134,24 @@ def test_convolutions_of_one_input_share_its_transpose(one_device_process):
   assert len(re.findall(r" conditional\(", compiled)) == 1
 
 
+def test_gradient_lowers_for_gpu_in_a_process_without_cpu_backend(monkeypatch):
+  """`platform_dependent` traces the CPU branch for every platform; with JAX_PLATFORMS=cuda there
+  is no CPU backend to count devices on, and the trace must not fail on it."""
+  x, kernel, strides, padding = operands(SHAPES[-1])
+  grad = jax.jit(jax.grad(lambda k, x_: jnp.sum(conv2d(x_, k, strides, padding) ** 2)))
+
+  def device_count(backend=None):
+    raise RuntimeError(f"Unknown backend {backend}")
+
+  monkeypatch.setattr(jax, "device_count", device_count)
+  jax.clear_caches()
+  try:
+    lowered = grad.trace(kernel, x).lower(lowering_platforms=("cuda",)).as_text()
+  finally:
+    jax.clear_caches()
+  assert "stablehlo.convolution" in lowered
+
+
 @pytest.mark.parametrize("nan_in", ["kernel", "input"])
 def test_nan_where_the_predicate_reads_gives_xla_gradients_too(nan_in, request):
   """The predicate reads x's first value in a one-device process and the kernel's with several
@@ -185,8 +203,11 @@ def test_batch_sharded_gradients_match_one_device():
                                NamedSharding(mesh, PartitionSpec())))
   compiled = grad.lower(x, kernel).compile().as_text()
   assert "all-gather" not in compiled
-  # The one all-reduce sums the weight gradient: the conditional's predicate costs none.
+  # The one all-reduce sums the weight gradient: the conditional's predicate (the replicated
+  # kernel's value) costs none, not even one merged into it.
   assert len(re.findall(r" all-reduce(-start)?\(", compiled)) == 1
+  assert not re.search(r"= \(?f32\[(1,1,1,1)?\]", "\n".join(
+      line for line in compiled.splitlines() if " all-reduce" in line))
   sharded = grad(x, kernel)
   single = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
   for have, want in zip(sharded, single):

@@ -79,6 +79,16 @@ def _values_per_line(x: jax.Array) -> int:
   return _CACHE_LINE_BYTES // x.dtype.itemsize
 
 
+def _one_cpu_device() -> bool:
+  """True when the whole job has one CPU device. `lax.platform_dependent` traces the CPU branch
+  for every platform, and a process without a CPU backend (JAX_PLATFORMS=cuda) has none to
+  count: that branch never runs there, so the answer does not matter."""
+  try:
+    return jax.device_count("cpu") == 1
+  except RuntimeError:   # "Unknown backend cpu"
+    return False
+
+
 def _row_major(x: jax.Array) -> jax.Array:
   """x, stored row-major: without this, layout assignment turns a transpose into a relabelling
   of the layout and the two passes below fuse back into one."""
@@ -97,7 +107,7 @@ def _batch_innermost(x: jax.Array) -> jax.Array:
   """
   n, _, _, c = x.shape
   tile = _values_per_line(x)
-  if jax.device_count("cpu") == 1 and n % tile == 0 and c % tile == 0:
+  if _one_cpu_device() and n % tile == 0 and c % tile == 0:
     return _tiled_batch_innermost(x)
   return jnp.transpose(x, (3, 1, 2, 0))
 
@@ -121,11 +131,13 @@ def _cpu_backward(x, kernel, output_grad, *, strides, padding):
   _, input_vjp = jax.vjp(lambda x_: _convolve(x_, kernel, strides, padding), x)
   (input_grad,) = input_vjp(output_grad)
   # Any value the compiler cannot fold will do; it is true unless that value is NaN, and either
-  # way both branches return the same transpose. In a one-device process it is read from x alone,
-  # so the conditionals of two convolutions of one input (a downsampling block's conv1 and its
-  # shortcut) are identical and XLA merges them: x is transposed once. With several devices x is
-  # sharded and reading one of its values would broadcast it, so the kernel's value is read.
-  source = x if jax.device_count("cpu") == 1 else kernel
+  # way both branches return the same transpose. When the job has one CPU device it is read from
+  # x alone, so the conditionals of two convolutions of one input (a downsampling block's conv1
+  # and its shortcut) are identical and XLA merges them: x is transposed once. With several
+  # devices x is sharded and reading one of its values would broadcast it, so the kernel's value
+  # is read: free for a replicated (data-parallel) kernel; an FSDP-sharded one costs one scalar
+  # all-reduce per convolution, as before this rule.
+  source = x if _one_cpu_device() else kernel
   unknown_to_compiler = source[0, 0, 0, 0] == source[0, 0, 0, 0]
   x_batch_innermost = lax.cond(unknown_to_compiler, _batch_innermost, _batch_innermost, x)
   # dK[i, j, c, o] = sum over n, h, w of x[n, s*h + i - pad, s*w + j - pad, c] * dY[n, h, w, o]:
