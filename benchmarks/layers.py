@@ -8,9 +8,10 @@ stage of the ResNet-18 CIFAR backbone (32 px x 64 channels down to 4 px x 512) i
 convolution's forward pass, its input gradient and weight gradient apart and together (the
 backward pass), and one BatchNorm+ReLU forward and backward. Ours is XLA:CPU
 (`ssl_jax.models.conv.conv2d` and `GroupedBatchNorm`, NHWC; the weight gradient includes its
-transposes), torch's is benchmarks/peer_layers_torch.py (NCHW, as lightly runs it); the two run
-in fresh processes one after the other. A round runs both once; the table gives ours/torch as
-the median over rounds of each round's ratio.
+transposes), torch's is benchmarks/peer_layers_torch.py (NCHW, as lightly runs it, with as many
+threads as the cores this process may use); the two run in fresh processes one after the other.
+A round runs both once; the table gives ours/torch as the median over rounds of each round's
+ratio.
 """
 
 from __future__ import annotations
@@ -83,18 +84,36 @@ def time_our_stage(batch: int, size: int, channels: int, repeats: int) -> dict[s
           for operation, (function, arguments) in cases.items()}
 
 
+def parse_stages(text: str) -> list[tuple[int, int]]:
+  """'32:64,16:128' -> [(32, 64), (16, 128)]; ValueError naming the expected form otherwise."""
+  stages = []
+  for stage in text.split(","):
+    parts = stage.split(":")
+    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+      raise ValueError(f"--stages wants size:channels,... with positive integers (e.g. "
+                       f"32:64,16:128), got {stage!r}")
+    stages.append((int(parts[0]), int(parts[1])))
+  return stages
+
+
+def _json_lines(command: list[str]) -> list[dict]:
+  """Runs a measuring child; its stderr is shown if it fails."""
+  result = subprocess.run(command, capture_output=True, text=True, cwd=_ROOT)
+  if result.returncode != 0:
+    raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n"
+                       f"{result.stderr[-3000:]}")
+  return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
 def run_ours(batch: int, stages: str, repeats: int) -> list[dict]:
-  command = [sys.executable, os.path.abspath(__file__), "--measure_ours", f"--batch={batch}",
-             f"--stages={stages}", f"--repeats={repeats}"]
-  result = subprocess.run(command, capture_output=True, text=True, check=True, cwd=_ROOT)
-  return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+  return _json_lines([sys.executable, os.path.abspath(__file__), "--measure_ours",
+                      f"--batch={batch}", f"--stages={stages}", f"--repeats={repeats}"])
 
 
-def run_peer(python: str, batch: int, stages: str, repeats: int) -> list[dict]:
-  command = [python, os.path.join(_ROOT, "benchmarks", "peer_layers_torch.py"),
-             f"--batch={batch}", f"--stages={stages}", f"--repeats={repeats}", "--threads=2"]
-  result = subprocess.run(command, capture_output=True, text=True, check=True)
-  return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+def run_peer(python: str, batch: int, stages: str, repeats: int, threads: int) -> list[dict]:
+  return _json_lines([python, os.path.join(_ROOT, "benchmarks", "peer_layers_torch.py"),
+                      f"--batch={batch}", f"--stages={stages}", f"--repeats={repeats}",
+                      f"--threads={threads}"])
 
 
 def summarise(rounds: list[tuple[list[dict], list[dict]]]) -> list[dict]:
@@ -129,10 +148,13 @@ def main(argv=None):
   if args.batch < 1 or args.repeats < 1 or args.rounds < 1:
     parser.error(f"--batch, --repeats and --rounds must be at least 1, got {args.batch}, "
                  f"{args.repeats}, {args.rounds}")
+  try:
+    stages = parse_stages(args.stages)
+  except ValueError as error:
+    parser.error(str(error))
 
   if args.measure_ours:
-    for stage in args.stages.split(","):
-      size, channels = (int(value) for value in stage.split(":"))
+    for size, channels in stages:
       for operation, ms in time_our_stage(args.batch, size, channels, args.repeats).items():
         print(json.dumps({"impl": "ssl_jax", "batch": args.batch, "size": size,
                           "channels": channels, "operation": operation,
@@ -145,12 +167,14 @@ def main(argv=None):
   rounds = []
   for _ in range(args.rounds):
     ours = run_ours(args.batch, args.stages, args.repeats)
-    peer = run_peer(args.peer_python, args.batch, args.stages, args.repeats)
+    # torch gets as many threads as the cores XLA's pool uses here (those this process may run on).
+    peer = run_peer(args.peer_python, args.batch, args.stages, args.repeats,
+                    len(os.sched_getaffinity(0)))
     for record in ours + peer:
       print(json.dumps(record), flush=True)
     rounds.append((ours, peer))
   rows = summarise(rounds)
-  print(f"\n{'size x ch':>10} {'operation':26s} {'ours ms':>8} {'torch ms':>9} {'ours/torch':>10}")
+  print(f"\n{'size x ch':12s}{'operation':26s} {'ours ms':>8} {'torch ms':>9} {'ours/torch':>10}")
   for row in rows:
     print(f"{row['size']:>4} x {row['channels']:<4} {row['operation']:26s} {row['ours_ms']:8.2f} "
           f"{row['torch_ms']:9.2f} {row['ours_over_torch']:10.3f}")

@@ -1,8 +1,8 @@
 """The peer's side of benchmarks/layers.py: torch's layers, timed on the CPU.
 
-Runs under the peer's Python (/tmp/ssl-peer-venv, torch only). The layers and shapes are those of
-benchmarks/layers.py, in NCHW as lightly's ResNet-18 runs them; the convolution's two gradients
-are timed apart and together (one call, as autograd makes it) with
+Runs under the peer's Python (/tmp/ssl-peer-venv); it needs torch alone. The layers and shapes
+are those of benchmarks/layers.py, in NCHW as lightly's ResNet-18 runs them; the convolution's
+two gradients are timed apart and together (one call, as autograd makes it) with
 `torch.ops.aten.convolution_backward` and its output mask. Prints one JSON line per (stage,
 operation).
 """
