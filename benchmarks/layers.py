@@ -22,25 +22,14 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
+from benchmarks.timing import median_ms  # noqa: E402
+
 # (size, channels) of the ResNet-18 CIFAR stages' stride-1 3x3 convolutions.
 STAGES = ((32, 64), (16, 128), (8, 256), (4, 512))
-
-
-def median_ms(compiled, arguments, repeats: int, warmup: int = 3) -> float:
-  import jax
-  for _ in range(warmup):
-    jax.block_until_ready(compiled(*arguments))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(*arguments))
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
 
 
 def time_our_stage(batch: int, size: int, channels: int, repeats: int) -> dict[str, float]:
@@ -80,8 +69,11 @@ def time_our_stage(batch: int, size: int, channels: int, repeats: int) -> dict[s
       "conv_backward": (both_grads, (x, kernel, output_grad)),
       "bn_relu_forward_backward": (norm_relu_vjp, (variables["params"], x, output_grad)),
   }
-  return {operation: median_ms(jax.jit(function).lower(*arguments).compile(), arguments, repeats)
-          for operation, (function, arguments) in cases.items()}
+  times = {}
+  for operation, (function, arguments) in cases.items():
+    compiled = jax.jit(function).lower(*arguments).compile()
+    times[operation] = median_ms(lambda: jax.block_until_ready(compiled(*arguments)), repeats)
+  return times
 
 
 def parse_stages(text: str) -> list[tuple[int, int]]:

@@ -11,21 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
-
-
-def median_ms(function, repeats: int, warmup: int = 3) -> float:
-  for _ in range(warmup):
-    function()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    function()
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
+from timing import median_ms   # benchmarks/timing.py: this script's directory is on sys.path
 
 
 def time_stage(batch: int, size: int, channels: int, repeats: int) -> dict[str, float]:
