@@ -3,7 +3,9 @@
 The reference is XLA's own convolution and its autodiff rule (`nn.Conv` and `lax`), over the
 shapes the backbones use and the awkward ones (stride 2 on odd sizes, a 1x1 stride-2 shortcut
 whose weight gradient needs negative padding, the 7x7 stride-2 ImageNet stem). The CPU weight
-gradient only moves a transpose, so everything is compared bitwise.
+gradient only moves a transpose, so everything is compared bitwise. (In a one-device process,
+float32 layers with output channels in blocks of 64 take the native kernel instead; none of
+these shapes does: tests/test_native_conv.py.)
 """
 
 from __future__ import annotations

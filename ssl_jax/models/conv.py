@@ -1,8 +1,18 @@
 """The backbones' convolution: XLA's own, with a weight gradient arranged for XLA:CPU.
 
-The forward pass and the input gradient are exactly `nn.Conv`'s. The weight gradient is the
-convolution XLA itself would compute, of the input with the output gradient; on the CPU backend
-its input is transposed inside a `lax.cond`, for this reason:
+The forward pass and the input gradient are exactly `nn.Conv`'s. On the CPU backend the weight
+gradient is computed one of two ways.
+
+In a one-device CPU job, float32 layers whose output channels come in blocks of 64 (every ResNet
+layer) use a native kernel (`native_conv`, an XLA FFI call). It reads x and the output gradient
+where they lie, with no transpose. Per ResNet-18 CIFAR layer at batch 64 it took 0.24-0.92 of the
+time of the other way, and 1.01 on one layer (8 px, 3x3, stride 2; benchmarks/README.md). It sums
+in another order than XLA, so its result agrees with XLA's to float32 rounding
+(tests/test_native_conv.py); it is deterministic.
+
+Everywhere else on CPU (several devices, bfloat16, other widths, or no C++ compiler), it is the
+convolution XLA itself would compute, of the input with the output gradient, with the input
+transposed inside a `lax.cond`, for this reason:
 
 - XLA:CPU runs convolutions through Eigen, which wants the weight gradient's activation operand
   with the batch axis innermost, (C, H, W, N). XLA inserts that transpose, and its fusion pass
@@ -27,8 +37,9 @@ value of each cache line it fetches; with x out of cache (16.7 MB at 64 channels
 steps (MoCo v2, BYOL, SimSiam at batch 64 and 128, in-process A/B) took 0.972-1.008 of the
 single-pass time, median 0.99. Several devices keep the single pass (see `_batch_innermost`).
 
-The gradients are bitwise those of XLA's own rule (tests/test_conv.py). Other backends get XLA's
-rule unchanged (`lax.platform_dependent` picks the branch when the step is lowered).
+Computed this second way, the gradients are bitwise those of XLA's own rule (tests/test_conv.py).
+Other backends get XLA's rule unchanged (`lax.platform_dependent` picks the branch when the step
+is lowered).
 """
 
 from __future__ import annotations
@@ -42,6 +53,8 @@ import jax.numpy as jnp
 from flax.typing import Dtype, Initializer
 from jax import lax
 from jax.experimental.layout import Layout, with_layout_constraint
+
+from ssl_jax.models import native_conv
 
 # Images and feature maps are NHWC, kernels HWIO (flax's layout).
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -127,9 +140,23 @@ def _tiled_batch_innermost(x: jax.Array) -> jax.Array:
   return _row_major(jnp.transpose(batch_tile_innermost, (3, 4, 1, 2, 0, 5)).reshape(c, h, w, n))
 
 
-def _cpu_backward(x, kernel, output_grad, *, strides, padding):
-  _, input_vjp = jax.vjp(lambda x_: _convolve(x_, kernel, strides, padding), x)
-  (input_grad,) = input_vjp(output_grad)
+def _native_weight_grad_applies(x: jax.Array, output_grad: jax.Array) -> bool:
+  """Whether the native CPU kernel computes this weight gradient (`native_conv`).
+
+  Only in a one-device CPU job: XLA's partitioner cannot see inside the custom call, and with x
+  sharded it would gather x and dy onto every device. An accelerator host also traces this
+  branch (`platform_dependent`) but never runs it, so it does not build the kernel.
+  """
+  return (x.dtype == output_grad.dtype == jnp.float32
+          and output_grad.shape[-1] % native_conv.OUTPUT_CHANNEL_BLOCK == 0
+          and jax.default_backend() == "cpu" and _one_cpu_device()
+          and native_conv.available())
+
+
+def transposed_weight_grad(x: jax.Array, kernel: jax.Array, output_grad: jax.Array, *,
+                           strides: tuple[int, ...], padding: Padding) -> jax.Array:
+  """The weight gradient as XLA:CPU computes it (Eigen), with x transposed inside a conditional
+  (the module docstring says why); bitwise XLA's own."""
   # Any value the compiler cannot fold will do; it is true unless that value is NaN, and either
   # way both branches return the same transpose. When the job has one CPU device it is read from
   # x alone, so the conditionals of two convolutions of one input (a downsampling block's conv1
@@ -152,7 +179,18 @@ def _cpu_backward(x, kernel, output_grad, *, strides, padding):
   kernel_grad = lax.conv_general_dilated(
       x_batch_innermost, jnp.transpose(output_grad, (1, 2, 0, 3)), (1, 1), window_padding,
       rhs_dilation=strides, dimension_numbers=_DIMENSION_NUMBERS)   # (C_in, kh, kw, C_out)
-  return input_grad, jnp.transpose(kernel_grad, (1, 2, 0, 3))
+  return jnp.transpose(kernel_grad, (1, 2, 0, 3))
+
+
+def _cpu_backward(x, kernel, output_grad, *, strides, padding):
+  _, input_vjp = jax.vjp(lambda x_: _convolve(x_, kernel, strides, padding), x)
+  (input_grad,) = input_vjp(output_grad)
+  if _native_weight_grad_applies(x, output_grad):
+    kernel_grad = native_conv.weight_grad(x, output_grad, kernel.shape[:2], strides, padding)
+  else:
+    kernel_grad = transposed_weight_grad(x, kernel, output_grad, strides=strides,
+                                         padding=padding)
+  return input_grad, kernel_grad
 
 
 def _conv2d_backward(strides, padding, residuals, output_grad):

@@ -1,0 +1,122 @@
+"""The CPU weight-gradient kernel (`conv_weight_grad_cpu.cc`): built on first use, called by XLA.
+
+The C++ source ships with the package. The first process that needs it compiles it with the
+machine's C++ compiler (`$CXX`, else g++) for the machine's own instruction set, into a cache
+directory keyed by the source, the flags, the jaxlib version and the CPU; later processes load
+the cached library. It is registered as an XLA FFI target for the CPU platform.
+
+Without a compiler, or if the build fails, a warning says why and the caller keeps XLA's own
+weight gradient: nothing but speed depends on the kernel. `SSL_JAX_NATIVE_CONV=0` turns it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import platform
+import subprocess
+import tempfile
+import warnings
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+
+OPT_OUT_VARIABLE = "SSL_JAX_NATIVE_CONV"
+CACHE_VARIABLE = "SSL_JAX_CACHE_DIR"
+_SOURCE = pathlib.Path(__file__).with_name("conv_weight_grad_cpu.cc")
+_SYMBOL = "SslJaxConvWeightGrad"
+_TARGET = "ssl_jax_conv_weight_grad"
+# The kernel's block of output channels (kOutputBlock in the source).
+OUTPUT_CHANNEL_BLOCK = 64
+
+
+def enabled(environ=os.environ) -> bool:
+  choice = environ.get(OPT_OUT_VARIABLE, "1")
+  if choice not in ("0", "1"):
+    raise ValueError(f"{OPT_OUT_VARIABLE}={choice!r}: use 1 (the default: the CPU weight-gradient "
+                     f"kernel, built on first use) or 0 (XLA's own weight gradient)")
+  return choice == "1"
+
+
+def _cpu_identity() -> str:
+  """What -march=native compiles for: the CPU model and its feature flags."""
+  try:
+    lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+  except OSError:
+    return platform.processor() or platform.machine()
+  wanted = ("model name", "flags")
+  return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
+
+
+def _compile_command(compiler: str, output: pathlib.Path) -> list[str]:
+  return [compiler, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC",
+          f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o", str(output)]
+
+
+def _cache_dir(environ=os.environ) -> pathlib.Path:
+  if CACHE_VARIABLE in environ:
+    return pathlib.Path(environ[CACHE_VARIABLE])
+  base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return pathlib.Path(base) / "ssl_jax"
+
+
+def build(environ=os.environ) -> pathlib.Path:
+  """The compiled library, built now unless the cache already holds this exact build."""
+  compiler = environ.get("CXX", "g++")
+  key = hashlib.sha256()
+  for part in (_SOURCE.read_bytes(), " ".join(_compile_command(compiler, pathlib.Path())).encode(),
+               jaxlib.__version__.encode(), _cpu_identity().encode()):
+    key.update(part)
+  directory = _cache_dir(environ)
+  library = directory / f"conv_weight_grad_cpu-{key.hexdigest()[:16]}.so"
+  if library.exists():
+    return library
+  directory.mkdir(parents=True, exist_ok=True)
+  # Built under a temporary name and renamed: concurrent first uses (test workers) each build
+  # their own and the rename is atomic, so no process loads a half-written library.
+  with tempfile.TemporaryDirectory(dir=directory) as scratch:
+    partial = pathlib.Path(scratch) / library.name
+    result = subprocess.run(_compile_command(compiler, partial), capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+      raise RuntimeError(f"{compiler} failed on {_SOURCE.name}:\n{result.stderr[-2000:]}")
+    os.replace(partial, library)
+  return library
+
+
+def register(environ=os.environ) -> bool:
+  """Builds (or finds) the library and registers its handler with XLA; False, with a warning
+  saying why, when it cannot be built or loaded."""
+  if not enabled(environ):
+    return False
+  try:
+    library = ctypes.CDLL(str(build(environ)))
+  except (OSError, RuntimeError) as error:   # no compiler, a failed build, an unloadable library
+    warnings.warn(f"ssl_jax: the CPU convolution weight-gradient kernel is unavailable, XLA's "
+                  f"own is used (slower on CPU): {error}", RuntimeWarning, stacklevel=2)
+    return False
+  jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(getattr(library, _SYMBOL)),
+                              platform="cpu")
+  return True
+
+
+@functools.cache
+def available() -> bool:
+  """Whether the kernel is registered with XLA: decided (and built) once per process."""
+  return register()
+
+
+def weight_grad(x: jax.Array, output_grad: jax.Array, window: tuple[int, int],
+                strides: tuple[int, ...], padding: tuple[tuple[int, int], ...]) -> jax.Array:
+  """dW (KH, KW, C, O) of a convolution of NHWC float32 `x` whose output gradient is the NHWC
+  float32 `output_grad`; O must be a multiple of OUTPUT_CHANNEL_BLOCK. Call `available()` first."""
+  shape = (*window, x.shape[-1], output_grad.shape[-1])
+  call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(shape, jnp.float32),
+                          vmap_method="sequential")
+  return call(x, output_grad, stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]),
+              pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]))
