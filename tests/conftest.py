@@ -67,3 +67,14 @@ def smooth_activations(monkeypatch):
   (measured; DirectPred and DirectCopy with LARS). The sharding, all-reduces and state updates
   under test are the same; ReLU itself is exercised everywhere else."""
   monkeypatch.setattr(flax.linen, "relu", jax.nn.gelu)
+
+
+@pytest.fixture
+def one_device_process(monkeypatch):
+  """`jax.device_count()` is 1, as in a one-device process (the conv's CPU backward asks). Traces
+  of the conv's backward are cached across jits, so the caches are cleared on the way in and
+  out: no other test sees them."""
+  monkeypatch.setattr(jax, "device_count", lambda backend=None: 1)
+  jax.clear_caches()
+  yield
+  jax.clear_caches()

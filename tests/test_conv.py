@@ -103,16 +103,6 @@ def test_tiled_batch_innermost_is_the_transpose(shape, dtype):
                                 np.asarray(jnp.transpose(x, (3, 1, 2, 0)), np.float32))
 
 
-@pytest.fixture
-def one_device_process(monkeypatch):
-  """`jax.device_count()` is 1, as in a one-device process. Traces of the conv's backward are
-  cached across jits, so the caches are cleared on the way in and out: no other test sees them."""
-  monkeypatch.setattr(jax, "device_count", lambda backend=None: 1)
-  jax.clear_caches()
-  yield
-  jax.clear_caches()
-
-
 def test_one_device_weight_gradient_transposes_x_in_two_passes(one_device_process):
   """The tile-shaped intermediate is materialised: XLA did not fuse the passes back into one."""
   x, kernel, strides, padding = operands(SHAPES[-1])

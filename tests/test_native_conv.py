@@ -7,7 +7,12 @@ however be bitwise repeatable (the partitions and their order are fixed by the s
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +47,8 @@ def output_size(size, window, stride, pad_low, pad_high):
   return (size + pad_low + pad_high - window) // stride + 1
 
 
-# (batch, height, width, in channels, out channels, window, strides, padding)
+# (batch, height, width, in channels, out channels, window, strides, padding). Channel blocks
+# are 6 wide with AVX-512 (1 without): 3, 13 and 5 channels leave remainders of 3, 1 and 5.
 CASES = [
     (2, 32, 32, 3, 64, (3, 3), (1, 1), ((1, 1), (1, 1))),       # the CIFAR stem: 3 channels
     (2, 16, 16, 13, 64, (3, 3), (2, 2), ((1, 1), (1, 1))),      # 13 = two blocks of 6 and 1
@@ -50,8 +56,10 @@ CASES = [
     (1, 15, 15, 6, 64, (7, 7), (2, 2), ((3, 3), (3, 3))),       # the ImageNet stem's window
     (2, 7, 10, 5, 64, (3, 2), (2, 1), ((1, 0), (2, 1))),        # rectangular, uneven padding
     (2, 3, 3, 4, 64, (7, 7), (2, 2), ((3, 3), (3, 3))),         # window wider than the image
+    (1, 1, 5, 4, 64, (3, 3), (1, 1), ((1, 1), (1, 1))),         # one row: one partition
     (64, 4, 4, 16, 192, (3, 3), (1, 1), ((1, 1), (1, 1))),      # 1024 positions: two partitions
-    (8, 32, 32, 16, 64, (3, 3), (1, 1), ((1, 1), (1, 1))),      # 8192 rows of positions: several
+    (8, 32, 32, 16, 64, (3, 3), (1, 1), ((1, 1), (1, 1))),      # 8192 positions: two
+    (8, 64, 64, 3, 64, (3, 3), (1, 1), ((1, 1), (1, 1))),       # 32768 positions: eight
 ]
 
 
@@ -71,28 +79,50 @@ def test_weight_grad_matches_float64_reference(case, kernel_available):
       x, output_grad)
   want = reference_weight_grad(x, output_grad, window, strides, padding)
   assert got.shape == want.shape and got.dtype == jnp.float32
-  # float32 sums of up to 8192 products of unit normals: errors of a few 1e-6 of the largest.
+  # float32 sums of up to 32768 products of unit normals: errors of a few 1e-6 of the largest.
   np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=2e-6 * np.abs(want).max())
 
 
-def test_weight_grad_is_bitwise_repeatable(kernel_available):
-  """Threads take partitions in any order; each partition's sum and their total are ordered."""
-  x = random_normal(2, (16, 32, 32, 8))
-  output_grad = random_normal(3, (16, 32, 32, 64))
-  grad = jax.jit(lambda x_, dy: native_conv.weight_grad(x_, dy, (3, 3), (1, 1), ((1, 1),) * 2))
-  first = np.asarray(grad(x, output_grad))
-  for _ in range(5):
-    np.testing.assert_array_equal(np.asarray(grad(x, output_grad)), first)
+@pytest.mark.parametrize("x_shape,output_grad_shape", [
+    ((0, 8, 8, 4), (0, 8, 8, 64)),     # an empty batch
+    ((2, 4, 2, 4), (2, 4, 0, 64)),     # no output columns (a 3-wide window, no padding)
+])
+def test_weight_grad_of_no_positions_is_zero(x_shape, output_grad_shape, kernel_available):
+  x, output_grad = np.zeros(x_shape, np.float32), np.zeros(output_grad_shape, np.float32)
+  padding = ((1, 1), (0, 0))
+  got = jax.jit(lambda x_, dy: native_conv.weight_grad(x_, dy, (3, 3), (1, 1), padding))(
+      x, output_grad)
+  np.testing.assert_array_equal(np.asarray(got), np.zeros((3, 3, 4, 64), np.float32))
 
 
-@pytest.fixture
-def one_device_process(monkeypatch):
-  """`jax.device_count()` is 1, as in a one-device process; traces are not shared with other
-  tests (the conv's backward is traced once per shape otherwise)."""
-  monkeypatch.setattr(jax, "device_count", lambda backend=None: 1)
-  jax.clear_caches()
-  yield
-  jax.clear_caches()
+# Several partitions (8192 positions: two), computed in a child process whose XLA thread pool has
+# as many threads as the cores it may run on.
+_WEIGHT_GRAD_IN_A_CHILD = textwrap.dedent("""
+    import json, os, sys
+    os.sched_setaffinity(0, json.loads(sys.argv[1]))
+    import jax, numpy as np
+    from ssl_jax.models import native_conv
+    assert native_conv.available()
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(8, 32, 32, 8)).astype(np.float32)
+    dy = rng.normal(size=(8, 32, 32, 64)).astype(np.float32)
+    grad = native_conv.weight_grad(x, dy, (3, 3), (1, 1), ((1, 1), (1, 1)))
+    np.save(sys.argv[2], np.asarray(jax.jit(lambda: grad)()))
+""")
+
+
+def test_weight_grad_does_not_depend_on_the_number_of_threads(tmp_path, kernel_available):
+  """Threads take partitions in any order; each partition's sum and their total are ordered, so
+  one core and every core give the same bits."""
+  cores = {"one": sorted(os.sched_getaffinity(0))[:1], "all": list(range(os.cpu_count()))}
+  results = {}
+  for name, allowed in cores.items():
+    output = tmp_path / f"{name}.npy"
+    subprocess.run([sys.executable, "-c", _WEIGHT_GRAD_IN_A_CHILD, json.dumps(allowed),
+                    str(output)], check=True, env={**os.environ, "XLA_FLAGS": ""})
+    results[name] = np.load(output)
+  assert np.abs(results["one"]).max() > 0
+  np.testing.assert_array_equal(results["one"], results["all"])
 
 
 def conv_gradients(x, kernel, strides, padding):
@@ -134,6 +164,20 @@ def test_one_device_conv2d_keeps_xla_outside_the_kernel_shapes(one_device_proces
   assert not TARGET_CALL.search(compiled), reason
 
 
+def test_accelerator_hosts_do_not_build_the_kernel(one_device_process, monkeypatch):
+  """`platform_dependent` traces the CPU branch on a GPU host too (it lowers only the GPU one):
+  there the kernel must not be asked for, so no compiler runs and no warning is given."""
+  def must_not_build():
+    raise AssertionError("the kernel was asked for on a GPU host")
+
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(native_conv, "available", must_not_build)
+  x = jnp.asarray(random_normal(4, (4, 16, 16, 8)))
+  kernel = jnp.asarray(random_normal(5, (3, 3, 8, 64)))
+  compiled, _ = conv_gradients(x, kernel, (1, 1), ((1, 1), (1, 1)))
+  assert not TARGET_CALL.search(compiled)
+
+
 def test_several_devices_keep_xla_weight_gradient(kernel_available):
   """With the 8 forced host devices of the test run, x may be sharded: no custom call."""
   assert jax.device_count() == 8
@@ -159,11 +203,34 @@ def test_no_compiler_warns_and_keeps_xla(tmp_path, compiler, error):
   assert not list(tmp_path.glob("*.so"))   # nothing half-built is left to load
 
 
-def test_build_is_cached(tmp_path):
-  environ = {native_conv.CACHE_VARIABLE: str(tmp_path)}
-  library = native_conv.build(environ)
-  built_at = library.stat().st_mtime_ns
-  assert native_conv.build(environ) == library
-  assert library.stat().st_mtime_ns == built_at
-  assert [path.name for path in tmp_path.iterdir()] == [library.name]   # no scratch left behind
+def test_build_is_cached_keyed_and_renamed_into_place(tmp_path, monkeypatch):
+  """A build is reused; a changed source is built anew under another name; the compiler writes
+  into a scratch directory and the library is renamed into the cache when it is whole."""
+  compiled_into = []
 
+  def fake_compiler(command):
+    if command[-1] == "--version":
+      return subprocess.CompletedProcess(command, 0, stdout="c++ 1.0\n", stderr="")
+    output = command[command.index("-o") + 1]
+    compiled_into.append(os.path.dirname(output))
+    with open(output, "wb") as library:
+      library.write(b"built")
+    return subprocess.CompletedProcess(command, 0, stdout="", stderr="")
+
+  monkeypatch.setattr(native_conv, "_run", fake_compiler)
+  environ = {native_conv.CACHE_VARIABLE: str(tmp_path / "cache"), "CXX": "ccache c++"}
+  library = native_conv.build(environ)
+  assert native_conv.build(environ) == library and len(compiled_into) == 1
+  assert compiled_into[0] != str(library.parent)           # a scratch directory, not the cache
+  assert [path.name for path in library.parent.iterdir()] == [library.name]   # scratch removed
+
+  changed = tmp_path / "conv_weight_grad_cpu.cc"
+  changed.write_text(native_conv._SOURCE.read_text() + "\n// changed\n")
+  monkeypatch.setattr(native_conv, "_SOURCE", changed)
+  rebuilt = native_conv.build(environ)
+  assert rebuilt != library and len(compiled_into) == 2
+
+
+def test_empty_cache_variable_means_the_default(tmp_path):
+  environ = {native_conv.CACHE_VARIABLE: "", "XDG_CACHE_HOME": str(tmp_path)}
+  assert native_conv._cache_dir(environ) == tmp_path / "ssl_jax"

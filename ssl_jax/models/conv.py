@@ -10,9 +10,9 @@ time of the other way, and 1.01 on one layer (8 px, 3x3, stride 2; benchmarks/RE
 in another order than XLA, so its result agrees with XLA's to float32 rounding
 (tests/test_native_conv.py); it is deterministic.
 
-Everywhere else on CPU (several devices, bfloat16, other widths, or no C++ compiler), it is the
-convolution XLA itself would compute, of the input with the output gradient, with the input
-transposed inside a `lax.cond`, for this reason:
+Everywhere else on CPU (several devices, bfloat16, other widths, no C++ compiler, or
+`SSL_JAX_NATIVE_CONV=0`), it is the convolution XLA itself would compute, of the input with the
+output gradient, with the input transposed inside a `lax.cond`, for this reason:
 
 - XLA:CPU runs convolutions through Eigen, which wants the weight gradient's activation operand
   with the batch axis innermost, (C, H, W, N). XLA inserts that transpose, and its fusion pass
@@ -145,7 +145,8 @@ def _native_weight_grad_applies(x: jax.Array, output_grad: jax.Array) -> bool:
 
   Only in a one-device CPU job: XLA's partitioner cannot see inside the custom call, and with x
   sharded it would gather x and dy onto every device. An accelerator host also traces this
-  branch (`platform_dependent`) but never runs it, so it does not build the kernel.
+  branch (`platform_dependent` lowers only the accelerator's), so it does not build the kernel
+  there; a step placed on that host's CPU takes the other way.
   """
   return (x.dtype == output_grad.dtype == jnp.float32
           and output_grad.shape[-1] % native_conv.OUTPUT_CHANNEL_BLOCK == 0

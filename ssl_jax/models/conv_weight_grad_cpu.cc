@@ -18,7 +18,7 @@
 //
 // Threads: positions are cut into a fixed number of partitions, each summed in order into its own
 // buffer; the buffers are added in partition order. The result therefore does not depend on how
-// many threads ran or which took which partition: it is deterministic (bitwise resume). The
+// many threads ran or which took which partition: it is deterministic (bitwise reproducible). The
 // caller and the thread pool's workers take partitions from one counter, so the caller never
 // waits for a worker that has not started (the pool may be busy with XLA's own work).
 
@@ -28,6 +28,7 @@
 #include <cstring>
 #include <memory>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -36,15 +37,19 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-typedef float Vector __attribute__((vector_size(64)));   // 16 float32 values
-constexpr int kVectorValues = 16;
-constexpr int kVectorsPerBlock = 4;                      // output channels per block: 64
-constexpr int kOutputBlock = kVectorValues * kVectorsPerBlock;
+// Output channels per block: the columns of dy that one pass over the positions keeps in registers.
+constexpr int kOutputBlock = 64;
 #ifdef __AVX512F__
-constexpr int kChannelBlock = 6;   // 6 x 4 accumulators + 4 dy vectors fit 32 zmm registers
+constexpr int kVectorValues = 16;  // zmm
+constexpr int kChannelBlock = 6;   // 6 x 4 accumulators + 4 dy vectors + 1 broadcast: 29 of 32 zmm
 #else
-constexpr int kChannelBlock = 2;   // each Vector is two ymm registers: 2 x 4 x 2 + 8 of 16
+constexpr int kVectorValues = 8;   // ymm (AVX2; other instruction sets split it as they must)
+constexpr int kChannelBlock = 1;   // 1 x 8 accumulators + 1 broadcast of 16 ymm; dy is read by the
+                                   // FMAs from memory
 #endif
+constexpr int kVectorsPerBlock = kOutputBlock / kVectorValues;
+typedef float Vector __attribute__((vector_size(kVectorValues * sizeof(float))));
+
 // Positions per chunk: 256 was fastest or within 5 % of it at 32 px x 64 channels down to
 // 4 px x 512 (64 to 1024 tried, two threads).
 constexpr int kChunkPositions = 256;
@@ -59,9 +64,11 @@ constexpr int64_t kMinPartitionPositions = 4096;
 inline Vector Load(const float* p) { Vector v; std::memcpy(&v, p, sizeof v); return v; }
 // All lanes one value, read from memory: compiles to a broadcast load. (`Vector{} + f` would add
 // 0.0 first, -0.0 + 0.0 being +0.0, and broadcast from a register on the FMA units' port.)
+// (A loop assigning lane by lane compiles to masked broadcasts through the stack.)
+template <size_t... Lane>
+inline Vector Splat(float f, std::index_sequence<Lane...>) { return Vector{((void)Lane, f)...}; }
 inline Vector Broadcast(const float* p) {
-  const float f = *p;
-  return Vector{f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f};
+  return Splat(*p, std::make_index_sequence<kVectorValues>{});
 }
 inline void Store(float* p, Vector v) { std::memcpy(p, &v, sizeof v); }
 
@@ -179,6 +186,9 @@ ffi::Error ConvWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
         "of 64 and positive strides");
   }
   const size_t values = static_cast<size_t>(g.kh * g.kw * g.c * g.o);
+  float* result = dw->typed_data();
+  std::fill(result, result + values, 0.0f);
+  if (g.n * g.ho * g.wo == 0) return ffi::Error::Success();   // no positions: dW is zero
   auto work = std::make_shared<Work>();
   work->g = g;
   work->x = x.typed_data();
@@ -188,8 +198,6 @@ ffi::Error ConvWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   work->partitions = std::min({kMaxPartitions, work->rows,
                                std::max<int64_t>(2, positions / kMinPartitionPositions)});
   std::vector<float> partial(values * (work->partitions - 1), 0.0f);
-  float* result = dw->typed_data();
-  std::fill(result, result + values, 0.0f);
   work->sums.push_back(result);
   for (int64_t p = 1; p < work->partitions; ++p) work->sums.push_back(&partial[values * (p - 1)]);
 

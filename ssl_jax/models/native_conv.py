@@ -2,11 +2,14 @@
 
 The C++ source ships with the package. The first process that needs it compiles it with the
 machine's C++ compiler (`$CXX`, else g++) for the machine's own instruction set, into a cache
-directory keyed by the source, the flags, the jaxlib version and the CPU; later processes load
-the cached library. It is registered as an XLA FFI target for the CPU platform.
+directory (`$SSL_JAX_CACHE_DIR`, else `$XDG_CACHE_HOME/ssl_jax` or `~/.cache/ssl_jax`) keyed by
+the source, the compiler and its flags, the jaxlib version and the CPU; later processes load the
+cached library. It is registered as an XLA FFI target for the CPU platform.
 
 Without a compiler, or if the build fails, a warning says why and the caller keeps XLA's own
-weight gradient: nothing but speed depends on the kernel. `SSL_JAX_NATIVE_CONV=0` turns it off.
+weight gradient, which is slower and differs from the kernel's by float32 rounding (so a run
+resumed on a machine without a compiler does not continue bit for bit). `SSL_JAX_NATIVE_CONV=0`
+turns the kernel off.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 import os
 import pathlib
 import platform
+import shlex
 import subprocess
 import tempfile
 import warnings
@@ -33,6 +37,8 @@ _SYMBOL = "SslJaxConvWeightGrad"
 _TARGET = "ssl_jax_conv_weight_grad"
 # The kernel's block of output channels (kOutputBlock in the source).
 OUTPUT_CHANNEL_BLOCK = 64
+# A compiler that has not finished by then is taken as failed (the build takes about 2 s).
+_BUILD_TIMEOUT_S = 300
 
 
 def enabled(environ=os.environ) -> bool:
@@ -43,23 +49,37 @@ def enabled(environ=os.environ) -> bool:
   return choice == "1"
 
 
+# /proc/cpuinfo fields that say what -march=native compiles for (x86, then ARM).
+_CPU_FIELDS = ("model name", "flags", "CPU implementer", "CPU architecture", "CPU variant",
+               "CPU part", "Features")
+
+
 def _cpu_identity() -> str:
-  """What -march=native compiles for: the CPU model and its feature flags."""
+  """What -march=native compiles for: the architecture, CPU model and feature flags."""
   try:
     lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
   except OSError:
-    return platform.processor() or platform.machine()
-  wanted = ("model name", "flags")
-  return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
+    lines = [platform.processor()]
+  wanted = {line for line in lines if line.split(":")[0].strip() in _CPU_FIELDS}
+  return "\n".join([platform.machine(), *sorted(wanted)])
 
 
-def _compile_command(compiler: str, output: pathlib.Path) -> list[str]:
-  return [compiler, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC",
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+  """Runs a compiler command; a compiler that does not finish in time is a failed build."""
+  try:
+    return subprocess.run(command, capture_output=True, text=True, check=False,
+                          timeout=_BUILD_TIMEOUT_S)
+  except subprocess.TimeoutExpired as error:
+    raise RuntimeError(f"{command[0]} did not finish in {_BUILD_TIMEOUT_S} s") from error
+
+
+def _compile_command(compiler: list[str], output: pathlib.Path) -> list[str]:
+  return [*compiler, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC",
           f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o", str(output)]
 
 
 def _cache_dir(environ=os.environ) -> pathlib.Path:
-  if CACHE_VARIABLE in environ:
+  if environ.get(CACHE_VARIABLE):
     return pathlib.Path(environ[CACHE_VARIABLE])
   base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return pathlib.Path(base) / "ssl_jax"
@@ -67,11 +87,12 @@ def _cache_dir(environ=os.environ) -> pathlib.Path:
 
 def build(environ=os.environ) -> pathlib.Path:
   """The compiled library, built now unless the cache already holds this exact build."""
-  compiler = environ.get("CXX", "g++")
+  compiler = shlex.split(environ.get("CXX") or "g++")   # CXX may carry a wrapper: "ccache g++"
+  version = _run([*compiler, "--version"])
   key = hashlib.sha256()
-  for part in (_SOURCE.read_bytes(), " ".join(_compile_command(compiler, pathlib.Path())).encode(),
-               jaxlib.__version__.encode(), _cpu_identity().encode()):
-    key.update(part)
+  for part in (_SOURCE.read_bytes(), " ".join(_compile_command(compiler, pathlib.Path())),
+               version.stdout, jaxlib.__version__, _cpu_identity()):
+    key.update(part.encode() if isinstance(part, str) else part)
   directory = _cache_dir(environ)
   library = directory / f"conv_weight_grad_cpu-{key.hexdigest()[:16]}.so"
   if library.exists():
@@ -81,10 +102,10 @@ def build(environ=os.environ) -> pathlib.Path:
   # their own and the rename is atomic, so no process loads a half-written library.
   with tempfile.TemporaryDirectory(dir=directory) as scratch:
     partial = pathlib.Path(scratch) / library.name
-    result = subprocess.run(_compile_command(compiler, partial), capture_output=True, text=True,
-                            check=False)
+    result = _run(_compile_command(compiler, partial))
     if result.returncode != 0:
-      raise RuntimeError(f"{compiler} failed on {_SOURCE.name}:\n{result.stderr[-2000:]}")
+      raise RuntimeError(f"{shlex.join(compiler)} failed on {_SOURCE.name}:\n"
+                         f"{result.stderr[-2000:]}")
     os.replace(partial, library)
   return library
 
@@ -95,13 +116,13 @@ def register(environ=os.environ) -> bool:
   if not enabled(environ):
     return False
   try:
-    library = ctypes.CDLL(str(build(environ)))
-  except (OSError, RuntimeError) as error:   # no compiler, a failed build, an unloadable library
+    handler = getattr(ctypes.CDLL(str(build(environ))), _SYMBOL)
+  # No compiler, a failed build, a library that does not load or lacks the handler.
+  except (OSError, RuntimeError, AttributeError) as error:
     warnings.warn(f"ssl_jax: the CPU convolution weight-gradient kernel is unavailable, XLA's "
                   f"own is used (slower on CPU): {error}", RuntimeWarning, stacklevel=2)
     return False
-  jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(getattr(library, _SYMBOL)),
-                              platform="cpu")
+  jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(handler), platform="cpu")
   return True
 
 
