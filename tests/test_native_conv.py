@@ -95,34 +95,41 @@ def test_weight_grad_of_no_positions_is_zero(x_shape, output_grad_shape, kernel_
   np.testing.assert_array_equal(np.asarray(got), np.zeros((3, 3, 4, 64), np.float32))
 
 
-# Several partitions (8192 positions: two), computed in a child process whose XLA thread pool has
-# as many threads as the cores it may run on.
-_WEIGHT_GRAD_IN_A_CHILD = textwrap.dedent("""
+# Computed in a child process whose XLA thread pool has as many threads as the cores it may run
+# on: 8192 positions (two partitions), and one row of 192 output channels (one partition, whose
+# three blocks of 64 channels are split between the threads when there are several).
+_WEIGHT_GRADS_IN_A_CHILD = textwrap.dedent("""
     import json, os, sys
     os.sched_setaffinity(0, json.loads(sys.argv[1]))
     import jax, numpy as np
     from ssl_jax.models import native_conv
     assert native_conv.available()
     rng = np.random.default_rng(2)
-    x = rng.normal(size=(8, 32, 32, 8)).astype(np.float32)
-    dy = rng.normal(size=(8, 32, 32, 64)).astype(np.float32)
-    grad = native_conv.weight_grad(x, dy, (3, 3), (1, 1), ((1, 1), (1, 1)))
-    np.save(sys.argv[2], np.asarray(jax.jit(lambda: grad)()))
+    grads = {}
+    for name, x_shape, dy_shape in [("partitions", (8, 32, 32, 8), (8, 32, 32, 64)),
+                                    ("one_row", (1, 1, 9, 8), (1, 1, 9, 192))]:
+      x = rng.normal(size=x_shape).astype(np.float32)
+      dy = rng.normal(size=dy_shape).astype(np.float32)
+      grad = jax.jit(lambda x_, dy_: native_conv.weight_grad(x_, dy_, (3, 3), (1, 1),
+                                                             ((1, 1), (1, 1))))
+      grads[name] = np.asarray(grad(x, dy))
+    np.savez(sys.argv[2], **grads)
 """)
 
 
 def test_weight_grad_does_not_depend_on_the_number_of_threads(tmp_path, kernel_available):
-  """Threads take partitions in any order; each partition's sum and their total are ordered, so
-  one core and every core give the same bits."""
+  """Threads take work in any order; each partition's sum and their total are ordered, so one
+  core and every core give the same bits."""
   cores = {"one": sorted(os.sched_getaffinity(0))[:1], "all": list(range(os.cpu_count()))}
   results = {}
   for name, allowed in cores.items():
-    output = tmp_path / f"{name}.npy"
-    subprocess.run([sys.executable, "-c", _WEIGHT_GRAD_IN_A_CHILD, json.dumps(allowed),
+    output = tmp_path / f"{name}.npz"
+    subprocess.run([sys.executable, "-c", _WEIGHT_GRADS_IN_A_CHILD, json.dumps(allowed),
                     str(output)], check=True, env={**os.environ, "XLA_FLAGS": ""})
-    results[name] = np.load(output)
-  assert np.abs(results["one"]).max() > 0
-  np.testing.assert_array_equal(results["one"], results["all"])
+    results[name] = dict(np.load(output))
+  for case in ("partitions", "one_row"):
+    assert np.abs(results["one"][case]).max() > 0
+    np.testing.assert_array_equal(results["one"][case], results["all"][case], err_msg=case)
 
 
 def conv_gradients(x, kernel, strides, padding):

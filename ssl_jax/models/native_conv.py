@@ -135,7 +135,10 @@ def available() -> bool:
 def weight_grad(x: jax.Array, output_grad: jax.Array, window: tuple[int, int],
                 strides: tuple[int, ...], padding: tuple[tuple[int, int], ...]) -> jax.Array:
   """dW (KH, KW, C, O) of a convolution of NHWC float32 `x` whose output gradient is the NHWC
-  float32 `output_grad`; O must be a multiple of OUTPUT_CHANNEL_BLOCK. Call `available()` first."""
+  float32 `output_grad`; O must be a multiple of OUTPUT_CHANNEL_BLOCK."""
+  if not available():
+    raise RuntimeError("the native CPU weight-gradient kernel is unavailable (the warning given "
+                       "when it was first asked for says why); use XLA's weight gradient")
   shape = (*window, x.shape[-1], output_grad.shape[-1])
   call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(shape, jnp.float32),
                           vmap_method="sequential")
