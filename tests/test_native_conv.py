@@ -194,7 +194,7 @@ def test_several_devices_keep_xla_weight_gradient(kernel_available):
   assert not TARGET_CALL.search(compiled)
 
 
-def test_opt_out_and_bad_values(monkeypatch):
+def test_opt_out_and_bad_values():
   assert native_conv.enabled({}) and native_conv.enabled({native_conv.OPT_OUT_VARIABLE: "1"})
   assert not native_conv.register({native_conv.OPT_OUT_VARIABLE: "0"})
   with pytest.raises(ValueError, match=r"SSL_JAX_NATIVE_CONV='yes'.*1 .*or 0"):
@@ -213,9 +213,10 @@ def test_no_compiler_warns_and_keeps_xla(tmp_path, compiler, error):
 def test_build_is_cached_keyed_and_renamed_into_place(tmp_path, monkeypatch):
   """A build is reused; a changed source is built anew under another name; the compiler writes
   into a scratch directory and the library is renamed into the cache when it is whole."""
-  compiled_into = []
+  compiled_into, commands = [], []
 
   def fake_compiler(command):
+    commands.append(command)
     if command[-1] == "--version":
       return subprocess.CompletedProcess(command, 0, stdout="c++ 1.0\n", stderr="")
     output = command[command.index("-o") + 1]
@@ -228,6 +229,7 @@ def test_build_is_cached_keyed_and_renamed_into_place(tmp_path, monkeypatch):
   environ = {native_conv.CACHE_VARIABLE: str(tmp_path / "cache"), "CXX": "ccache c++"}
   library = native_conv.build(environ)
   assert native_conv.build(environ) == library and len(compiled_into) == 1
+  assert all(command[:2] == ["ccache", "c++"] for command in commands)   # CXX split like a shell
   assert compiled_into[0] != str(library.parent)           # a scratch directory, not the cache
   assert [path.name for path in library.parent.iterdir()] == [library.name]   # scratch removed
 
