@@ -7,8 +7,9 @@ Where compare_peer.py says how much slower or faster a whole step is, this says 
 stage of the ResNet-18 CIFAR backbone (32 px x 64 channels down to 4 px x 512) it times one 3x3
 convolution's forward pass, its input gradient and weight gradient apart and together (the
 backward pass), and one BatchNorm+ReLU forward and backward. Ours is XLA:CPU
-(`ssl_jax.models.conv.conv2d` and `GroupedBatchNorm`, NHWC; the weight gradient includes its
-transposes), torch's is benchmarks/peer_layers_torch.py (NCHW, as lightly runs it, with as many
+(`ssl_jax.models.conv.conv2d` and `GroupedBatchNorm`, NHWC; the weight gradient is what conv2d
+runs in a one-device job, the native kernel, or XLA's with its transposes where that kernel is
+off or cannot be built), torch's is benchmarks/peer_layers_torch.py (NCHW, as lightly runs it, with as many
 threads as the cores this process may use); the two run in fresh processes one after the other.
 A round runs both once; the table gives ours/torch as the median over rounds of each round's
 ratio.

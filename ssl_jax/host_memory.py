@@ -26,6 +26,8 @@ import ctypes
 import os
 from collections.abc import MutableMapping
 
+from ssl_jax.env_switch import switch_is_on
+
 OPT_OUT_VARIABLE = "SSL_JAX_KEEP_STEP_MEMORY"
 # glibc's malloc.h parameter numbers.
 M_TRIM_THRESHOLD = -1
@@ -55,11 +57,9 @@ def _run_single_device_calls_inline() -> None:
 
 def apply(environ: MutableMapping[str, str] = os.environ) -> bool:
   """Makes both settings (see the module docstring); returns whether malloc accepted its own."""
-  choice = environ.get(OPT_OUT_VARIABLE, "1")
-  if choice not in ("0", "1"):
-    raise ValueError(f"{OPT_OUT_VARIABLE}={choice!r}: use 1 (the default: keep each step's "
-                     f"temporaries in the heap) or 0 (glibc's and JAX's defaults)")
-  if choice == "0" or not _is_glibc():
+  if not switch_is_on(environ, OPT_OUT_VARIABLE,
+                      on="the default: keep each step's temporaries in the heap",
+                      off="glibc's and JAX's defaults") or not _is_glibc():
     return False
   _run_single_device_calls_inline()
   return _keep_large_blocks_in_heap()

@@ -17,11 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
-from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ssl_jax.models.conv import (Conv2D, _cpu_backward, _tiled_batch_innermost, _xla_backward,
                                  bias_free_conv, conv2d)
+
+from conv_helpers import loss_gradients, random_normal, xla_convolution
 
 # (batch, size, in channels, out channels, kernel, stride)
 SHAPES = [
@@ -34,27 +35,12 @@ SHAPES = [
 ]
 
 
-def random_normal(seed: int, shape: tuple[int, ...]) -> jax.Array:
-  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
-
-
 def operands(shape):
   batch, size, channels_in, channels_out, window, stride = shape
   x = random_normal(0, (batch, size, size, channels_in))
   kernel = random_normal(1, (window, window, channels_in, channels_out))
   pad = window // 2
   return x, kernel, (stride, stride), ((pad, pad), (pad, pad))
-
-
-def xla_convolution(x, kernel, strides, padding):
-  return lax.conv_general_dilated(x, kernel, strides, padding,
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-def loss_gradients(convolution, x, kernel, strides, padding):
-  """Gradients of a loss whose output gradient is not constant (sin), so every tap matters."""
-  loss = lambda x_, kernel_: jnp.sum(jnp.sin(convolution(x_, kernel_, strides, padding)))
-  return jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

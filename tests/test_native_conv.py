@@ -22,11 +22,9 @@ import pytest
 from ssl_jax.models import native_conv
 from ssl_jax.models.conv import conv2d
 
+from conv_helpers import loss_gradients, random_normal, sin_loss_gradient, xla_convolution
+
 TARGET_CALL = re.compile(r'custom_call_target="ssl_jax_conv_weight_grad"')
-
-
-def random_normal(seed: int, shape: tuple[int, ...]) -> np.ndarray:
-  return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
 def reference_weight_grad(x, output_grad, window, strides, padding) -> np.ndarray:
@@ -73,8 +71,8 @@ def test_weight_grad_matches_float64_reference(case, kernel_available):
   batch, height, width, channels, features, window, strides, padding = case
   out_h = output_size(height, window[0], strides[0], *padding[0])
   out_w = output_size(width, window[1], strides[1], *padding[1])
-  x = random_normal(0, (batch, height, width, channels))
-  output_grad = random_normal(1, (batch, out_h, out_w, features))
+  x = np.asarray(random_normal(0, (batch, height, width, channels)))
+  output_grad = np.asarray(random_normal(1, (batch, out_h, out_w, features)))
   got = jax.jit(lambda x_, dy: native_conv.weight_grad(x_, dy, window, strides, padding))(
       x, output_grad)
   want = reference_weight_grad(x, output_grad, window, strides, padding)
@@ -133,27 +131,20 @@ def test_weight_grad_does_not_depend_on_the_number_of_threads(tmp_path, kernel_a
 
 
 def conv_gradients(x, kernel, strides, padding):
-  loss = lambda x_, kernel_: jnp.sum(jnp.sin(conv2d(x_, kernel_, strides, padding)))
-  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  """conv2d's gradients and the text of their compiled program."""
+  grad = sin_loss_gradient(conv2d, strides, padding)
   return grad.lower(x, kernel).compile().as_text(), grad(x, kernel)
-
-
-def xla_gradients(x, kernel, strides, padding):
-  conv = lambda x_, kernel_: jax.lax.conv_general_dilated(
-      x_, kernel_, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  loss = lambda x_, kernel_: jnp.sum(jnp.sin(conv(x_, kernel_)))
-  return jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
 
 
 def test_one_device_conv2d_takes_the_kernel_and_keeps_xla_gradients(one_device_process,
                                                                     kernel_available):
-  x = jnp.asarray(random_normal(4, (4, 16, 16, 8)))
-  kernel = jnp.asarray(random_normal(5, (3, 3, 8, 64)) * 0.1)
+  x = random_normal(4, (4, 16, 16, 8))
+  kernel = random_normal(5, (3, 3, 8, 64)) * 0.1
   padding = ((1, 1), (1, 1))
   compiled, (input_grad, kernel_grad) = conv_gradients(x, kernel, (1, 1), padding)
   assert len(TARGET_CALL.findall(compiled)) == 1
   assert " conditional(" not in compiled       # no transpose of x is needed
-  want_input, want_kernel = xla_gradients(x, kernel, (1, 1), padding)
+  want_input, want_kernel = loss_gradients(xla_convolution, x, kernel, (1, 1), padding)
   np.testing.assert_array_equal(np.asarray(input_grad), np.asarray(want_input))
   np.testing.assert_allclose(np.asarray(kernel_grad), np.asarray(want_kernel), rtol=0,
                              atol=2e-6 * float(jnp.abs(want_kernel).max()))
@@ -165,8 +156,8 @@ def test_one_device_conv2d_takes_the_kernel_and_keeps_xla_gradients(one_device_p
 ])
 def test_one_device_conv2d_keeps_xla_outside_the_kernel_shapes(one_device_process, reason,
                                                                 features, dtype):
-  x = jnp.asarray(random_normal(4, (4, 16, 16, 8))).astype(dtype)
-  kernel = jnp.asarray(random_normal(5, (3, 3, 8, features))).astype(dtype)
+  x = random_normal(4, (4, 16, 16, 8)).astype(dtype)
+  kernel = random_normal(5, (3, 3, 8, features)).astype(dtype)
   compiled, _ = conv_gradients(x, kernel, (1, 1), ((1, 1), (1, 1)))
   assert not TARGET_CALL.search(compiled), reason
 
@@ -179,8 +170,8 @@ def test_accelerator_hosts_do_not_build_the_kernel(one_device_process, monkeypat
 
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   monkeypatch.setattr(native_conv, "available", must_not_build)
-  x = jnp.asarray(random_normal(4, (4, 16, 16, 8)))
-  kernel = jnp.asarray(random_normal(5, (3, 3, 8, 64)))
+  x = random_normal(4, (4, 16, 16, 8))
+  kernel = random_normal(5, (3, 3, 8, 64))
   compiled, _ = conv_gradients(x, kernel, (1, 1), ((1, 1), (1, 1)))
   assert not TARGET_CALL.search(compiled)
 
@@ -188,8 +179,8 @@ def test_accelerator_hosts_do_not_build_the_kernel(one_device_process, monkeypat
 def test_several_devices_keep_xla_weight_gradient(kernel_available):
   """With the 8 forced host devices of the test run, x may be sharded: no custom call."""
   assert jax.device_count() == 8
-  x = jnp.asarray(random_normal(4, (8, 16, 16, 8)))
-  kernel = jnp.asarray(random_normal(5, (3, 3, 8, 64)))
+  x = random_normal(4, (8, 16, 16, 8))
+  kernel = random_normal(5, (3, 3, 8, 64))
   compiled, _ = conv_gradients(x, kernel, (1, 1), ((1, 1), (1, 1)))
   assert not TARGET_CALL.search(compiled)
 

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
+from ssl_jax.env_switch import switch_is_on
+
 OPT_OUT_VARIABLE = "SSL_JAX_NATIVE_CONV"
 CACHE_VARIABLE = "SSL_JAX_CACHE_DIR"
 _SOURCE = pathlib.Path(__file__).with_name("conv_weight_grad_cpu.cc")
@@ -42,11 +44,9 @@ _BUILD_TIMEOUT_S = 300
 
 
 def enabled(environ=os.environ) -> bool:
-  choice = environ.get(OPT_OUT_VARIABLE, "1")
-  if choice not in ("0", "1"):
-    raise ValueError(f"{OPT_OUT_VARIABLE}={choice!r}: use 1 (the default: the CPU weight-gradient "
-                     f"kernel, built on first use) or 0 (XLA's own weight gradient)")
-  return choice == "1"
+  return switch_is_on(environ, OPT_OUT_VARIABLE,
+                      on="the default: the CPU weight-gradient kernel, built on first use",
+                      off="XLA's own weight gradient")
 
 
 # /proc/cpuinfo fields that say what -march=native compiles for (x86, then ARM).
