@@ -159,8 +159,8 @@ def main(argv):
       for path in plots.write_plots(flags.FLAGS.workdir):
         print(f"wrote {path}")
     elif flags.FLAGS.mode == "eval":
-      from ssl_jax.evaluation import suite
-      suite.run_evaluation(config, flags.FLAGS.workdir)
+      from ssl_jax.evaluation import runner
+      runner.run_evaluation(config, flags.FLAGS.workdir)
     elif flags.FLAGS.mode == "convert":
       from ssl_jax import torch_import
       path, report = torch_import.convert_checkpoint(

@@ -219,21 +219,91 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
   # costs ~7 s at every launch; False keeps the console and metrics.jsonl only.
   config.tensorboard = True
 
-  config.eval = ml_collections.ConfigDict(dict(
-      at_end=True,            # evaluate trained and random-init encoders after training
-      # Also evaluate the random-init weights with BN statistics recomputed on training images
-      # (at init the running stats are 0/1, so eval-mode BN is the identity).
-      random_init_data_bn=True,
-      knn_k=(20, 200),
-      knn_temperature=0.07,
-      linear_probe=True,
-      batch_size=512,
-      max_examples=-1,        # cap on examples per split for the final evaluation (-1 = all)
-  ))
+  config.eval = evaluation_settings(tiny=False)
+  config.eval.at_end = True   # evaluate the trained encoder and the baselines after training
 
   if dataset == "digits":
     _digits_preset(config)
   return config
+
+
+def evaluation_settings(tiny: bool) -> ml_collections.ConfigDict:
+  """`config.eval`: which evaluators run on which baselines, and every evaluator's settings.
+
+  Shared by the objective configs (the end-of-training evaluation) and the evaluation configs
+  (configs/eval/, `--mode=eval`), so one protocol has one definition. `tiny` shrinks the costly
+  settings for smoke runs and tests."""
+  return ml_collections.ConfigDict(dict(
+      # Run in this order (keys of ssl_jax.evaluation.evaluators.EVALUATORS).
+      evaluators=("knn", "linear"),
+      # Rows beside the evaluated encoder (ssl_jax/evaluation/baselines.py).
+      baselines=("random_init", "random_init_data_bn", "pixels"),
+      batch_size=512,         # feature-extraction batch (padded to the device count)
+      max_examples=-1,        # cap on the examples of each split (-1: all)
+      # Weighted kNN (Wu et al. 2018): cosine similarity, votes weighted exp(similarity / T).
+      knn=dict(ks=(20, 200), temperature=0.07),
+      # Linear probe (Kornblith et al. 2019): L2 strength (of 0.5 ||w||^2 next to the mean loss)
+      # chosen on a validation split from log-spaced values (they used 45 from 1e-6 to 1e5),
+      # then refit on the whole training split.
+      linear=dict(
+          l2_min=1e-6,
+          l2_max=1e5,
+          l2_num=12 if tiny else 45,
+          holdout_fraction=0.2,           # validation split held out of the training split
+          select_by="top1",               # 'top1' | 'mean_per_class' (validation metric)
+          iterations=100 if tiny else 300,   # L-BFGS iterations per fit
+      ),
+      few_shot=dict(
+          split="",                   # '' = data.train_split
+          n_way=5,
+          shots=(1, 5) if tiny else (1, 5, 20, 50),
+          n_query=15,
+          episodes=20 if tiny else 600,
+          classifier="prototype",     # 'prototype' | 'logistic'
+          logistic_l2=1e-2,           # L2 of the logistic option (on l2-normalised features)
+      ),
+      # The linear probe above on each stage output; spatial_size S > 0 also pools each stage
+      # onto an S x S grid.
+      layers=dict(spatial_size=0),
+      cka=dict(
+          other_encoder="random_init",   # 'random_init' | '' (itself) | an encoder directory
+          split="",                 # '' = data.test_split
+          kernels=("linear", "rbf"),
+          rbf_sigma=0.8,
+          rbf_sigma_mode="fixed",   # 'fixed' (on l2-normalised rows) | 'median' (x median dist)
+          num_subsets=5 if tiny else 50,
+          subset_size=256 if tiny else 1000,
+          spatial_size=0,           # 0: stages globally pooled; S: pooled onto an S x S grid
+      ),
+      fine_tune=dict(
+          label_fractions=(0.1, 1.0) if tiny else (0.01, 0.1, 1.0),
+          steps=30 if tiny else 500,       # per fraction
+          batch_size=32 if tiny else 64,   # capped by the subset size
+          learning_rate=0.05,
+          momentum=0.9,
+          weight_decay=0.0,
+          bootstrap_samples=200 if tiny else 1000,
+          export_encoders=True,
+      ),
+      saliency=dict(
+          split="",               # '' = data.test_split
+          num_images=4 if tiny else 8,
+          occluder_size=10,       # capped by the image side
+          occluder_stride=0,      # 0: automatic (1 up to 84 px, then about side / 56)
+      ),
+      invariance=dict(
+          split="",               # '' = data.test_split
+          num_images=32 if tiny else 256,
+          sweeps=dict(
+              rotation=(0.0, 15.0, 30.0, 45.0, 90.0, 180.0),   # degrees
+              hue=(0.0, 0.1, 0.2, 0.3, 0.5),                    # turns
+              grayscale=(0.0, 0.5, 1.0),                        # blend strength
+              crop_scale=(1.0, 0.8, 0.6, 0.4, 0.2),             # area fraction kept
+              flip=(0.0, 1.0),
+              blur=(0.0, 0.5, 1.0, 2.0, 4.0),                   # sigma in pixels
+          ),
+      ),
+  ))
 
 
 def finish(config: ml_collections.ConfigDict, tiny: bool) -> ml_collections.ConfigDict:
@@ -281,6 +351,9 @@ def apply_tiny(config: ml_collections.ConfigDict) -> None:
   config.log_every_steps = 20
   config.checkpoint_every_steps = 100
   config.knn_every_steps = 0
+  at_end = config.eval.at_end
+  config.eval = evaluation_settings(tiny=True)
+  config.eval.at_end = at_end
   config.eval.max_examples = 2048
 
 

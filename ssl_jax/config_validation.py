@@ -13,6 +13,7 @@ import ml_collections
 
 from input_pipeline import sources
 from ssl_jax import models
+from ssl_jax.evaluation import settings as evaluation_settings
 from ssl_jax.objectives import OBJECTIVES
 
 ALLOWED = {
@@ -63,9 +64,26 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
     if config[key] < 1:
       raise ConfigError(f"config.{key}={config[key]} must be at least 1")
   validate_data_fields(config)
-  eval_batch = config.eval.batch_size
-  if eval_batch <= 0:
-    raise ConfigError(f"config.eval.batch_size={eval_batch} must be positive")
+  _validate_evaluation_fields(config)
+
+
+def _validate_evaluation_fields(config: ml_collections.ConfigDict) -> None:
+  try:
+    evaluation_settings.check(config)
+  except ValueError as error:
+    raise ConfigError(str(error)) from error
+
+
+def validate_eval_config(config: ml_collections.ConfigDict) -> None:
+  """An evaluation config (configs/eval/*.py): the encoder to load, the data and `config.eval`."""
+  if not config.encoder:
+    raise ConfigError("config.encoder is empty: give the exported encoder to evaluate, e.g. "
+                      "--config.encoder=runs/default/encoder")
+  if config.data.source not in sources.SOURCES:
+    raise ConfigError(f"config.data.source={config.data.source!r} is not allowed; choose one of "
+                      f"{list(sources.SOURCES)}")
+  validate_data_fields(config)
+  _validate_evaluation_fields(config)
 
 
 def validate_data_fields(config: ml_collections.ConfigDict) -> None:

@@ -30,10 +30,13 @@ from ssl_jax import quick_compile
 from ssl_jax import sharding as sharding_lib
 from ssl_jax import step as step_lib
 from ssl_jax import train_state as train_state_lib
-from ssl_jax.evaluation import bn_calibration, frozen
+from ssl_jax.evaluation import runner
+from ssl_jax.evaluation.data import EvalData
+from ssl_jax.evaluation.evaluators import EVALUATORS
 from ssl_jax.objectives import build_objective
 
 ENCODER_DIR = "encoder"
+EVAL_DIR = "eval"
 CHECKPOINT_DIR = "checkpoints"
 SUMMARY_FILE = "summary.json"
 # The label names of file-based datasets, one a line in label order (usable as data.class_list).
@@ -209,9 +212,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   checkpointer = experiment.checkpointer()
   iterator = iter(experiment.train_dataset())
 
-  # The freshly initialised state is the random-init baseline of the final evaluation; keep a
-  # host copy of its encoder before a checkpoint replaces the state or the step donates it.
-  random_init = experiment.encoder(*distributed.to_host((state.params, state.batch_stats)))
+  # One encoder (and its compiled functions) for every evaluation of this run's backbone.
+  encoder = experiment.encoder(*distributed.to_host((state.params, state.batch_stats)))
+  online_knn = config.eval.knn.copy_and_resolve_references()
+  online_knn.ks = tuple(online_knn.ks)[:1]
 
   latest = checkpointer.latest_step()
   if latest is not None:
@@ -263,14 +267,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
       if config.knn_every_steps > 0 and done % config.knn_every_steps == 0 \
           and done != experiment.total_steps:
-        knn = frozen.evaluate_frozen(
-            random_init.with_variables(experiment.encoder_variables(state)), config, mesh,
-            knn_ks=config.eval.knn_k[:1], linear_probe=False)
+        knn = EVALUATORS["knn"].evaluate(
+            {"trained": encoder.with_variables(experiment.encoder_variables(state))},
+            EvalData(config, mesh), online_knn).results["trained"]
         # Multi-label data reports the mean AUC over labels instead of top-1.
-        knn_key = "knn_top1" if "knn_top1" in knn else "knn_mean_auc"
+        metric = "mean_auc" if "mean_auc" in knn else "top1"
         if is_lead:
-          writer.write_scalars(done, {f"online_{knn_key}": knn[knn_key]})
-        progress.write(f"step {done}: online {knn_key} {knn[knn_key]:.4f}")
+          writer.write_scalars(done, {f"online_knn_{metric}": knn[metric]})
+        progress.write(f"step {done}: online knn_{metric} {knn[metric]:.4f}")
         progress.exclude_since_last_update()
 
       if config.analysis_every_steps > 0 and done % config.analysis_every_steps == 0:
@@ -294,21 +298,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if jax.process_count() > 1:
     _report_process_agreement(config, state)
 
-  trained = random_init.with_variables(distributed.to_host(experiment.encoder_variables(state)))
+  trained = encoder.with_variables(distributed.to_host(experiment.encoder_variables(state)))
   _export(experiment, state, experiment.total_steps)   # collective; process 0 writes
 
   evaluation = {}
   if config.eval.at_end:
-    evaluation = {
-        "trained": frozen.evaluate_frozen(trained, config, mesh),
-        "random_init": frozen.evaluate_frozen(random_init, config, mesh),
-    }
-    if config.eval.random_init_data_bn:
-      random_init_data_bn = bn_calibration.recompute_batch_stats(
-          random_init, config, batch_size=config.eval.batch_size,
-          max_examples=config.eval.max_examples)
-      evaluation["random_init_data_bn"] = frozen.evaluate_frozen(random_init_data_bn, config,
-                                                                 mesh)
+    # The plots of the final evaluation go to WORKDIR/eval.
+    eval_dir = os.path.join(experiment.workdir, EVAL_DIR)
+    os.makedirs(eval_dir, exist_ok=True)
+    reports = runner.evaluate_with_baselines(trained, "trained", EvalData(config, mesh, eval_dir))
+    evaluation = runner.summary_metrics(reports)
 
   summary = {
       "config_name": config.name,
@@ -368,8 +367,9 @@ def _report_process_agreement(config: ml_collections.ConfigDict, state) -> None:
 
 
 def results_table(summary: dict[str, Any]) -> str:
-  """A short text table of the final evaluation: what SSL bought over random init."""
+  """A short text table of the final evaluation: the trained encoder against its baselines."""
   labels = {
+      "pixels": "raw pixels",
       "random_init": "random init",
       "random_init_data_bn": "random init, BN stats from data",
       "trained": f"trained ({summary['objective']})",
@@ -382,9 +382,8 @@ def results_table(summary: dict[str, Any]) -> str:
     if name not in summary["eval"]:
       continue
     results = summary["eval"][name]
-    linear = results.get(f"linear_{metric}")
-    rows.append((label, f"{results[f'knn_{metric}']:.4f}",
-                 "-" if linear is None else f"{linear:.4f}"))
+    cells = [results.get(f"{protocol}_{metric}") for protocol in ("knn", "linear")]
+    rows.append((label, *("-" if value is None else f"{value:.4f}" for value in cells)))
   widths = [max(len(row[i]) for row in rows) for i in range(3)]
   lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
            for row in rows]

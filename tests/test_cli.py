@@ -27,7 +27,9 @@ def _command(workdir: str) -> list[str]:
           "--config.model.name=resnet10", "--config.model.width=4",
           "--config.data.image_size=16", f"--config.num_steps={TOTAL_STEPS}",
           "--config.log_every_steps=5", "--config.checkpoint_every_steps=1000",
-          "--config.eval.linear_probe=False", "--config.eval.max_examples=256",
+          "--config.eval.evaluators=('knn',)",
+          "--config.eval.baselines=('random_init','random_init_data_bn')",
+          "--config.eval.max_examples=256",
           # A few dozen steps: compiling is most of a run (ssl_jax/quick_compile.py).
           "--config.quick_compile=True",
           # No TensorBoard events, so neither launch imports TensorFlow (~7 s each); the tiny

@@ -49,7 +49,7 @@ def test_every_config_builds_and_validates(name, dataset, tiny):
 def test_every_eval_config_builds(name, dataset, tiny):
   config = importlib.import_module(f"configs.eval.{name}").get_config(
       dataset + (",tiny" if tiny else ""))
-  assert config.evaluation == name and name in config
+  assert config.eval.evaluators == (name,) and name in config.eval
   assert config.data.name == dataset and config.encoder == ""
   module = importlib.import_module(f"configs.eval.{name}")
   assert f"configs/eval/{name}.py:" in module.__doc__, "the docstring must hold the run command"

@@ -346,47 +346,48 @@ def test_chestxray14_trains_exports_and_evaluates_multi_label(tmp_path):
   dataset_files.chestxray14(str(root), num_patients=40)
   config = engine_helpers.small_config("moco_v2", "chestxray14", **{
       "data.root": str(root), "num_steps": 3, "eval.at_end": True,
-      "eval.random_init_data_bn": False, "eval.knn_k": (5,)})
+      "eval.baselines": ("random_init", "pixels"), "eval.knn.ks": (5,)})
   # One device: this test is about the data path (sharding has its own tests), and the step
   # compiles faster unpartitioned.
   summary = train.train_and_evaluate(config, str(tmp_path / "run"), show_progress=False,
                                      devices=jax.devices()[:1])
   assert summary["steps"] == 3 and np.isfinite(summary["final_loss"])
-  for name in ("trained", "random_init"):
+  for name in ("trained", "random_init", "pixels"):
     results = summary["eval"][name]
     assert 0.0 <= results["knn_mean_auc"] <= 1.0 and 0.0 <= results["linear_mean_auc"] <= 1.0
     assert "knn_top1" not in results
   assert "kNN mean AUC" in train.results_table(summary)
   assert (tmp_path / "run" / "classes.txt").read_text().split() == list(medical.CHESTXRAY14_FINDINGS)
 
-  from ssl_jax.evaluation import suite
+  from ssl_jax.evaluation import runner
   eval_config = importlib.import_module("configs.eval.linear").get_config("chestxray14,tiny")
   eval_config.data.root = str(root)
   eval_config.encoder = str(tmp_path / "run" / "encoder")
-  eval_config.batch_size = 32
-  eval_config.linear.l2_num = 3
-  eval_config.linear.iterations = 20
-  eval_config.random_init_baseline = False
-  report = suite.run_evaluation(eval_config, str(tmp_path / "eval"), print_table=False,
-                                devices=jax.devices()[:1])
-  assert 0.0 <= report["results"]["encoder"]["mean_auc"] <= 1.0
+  eval_config.eval.batch_size = 32
+  eval_config.eval.linear.l2_num = 3
+  eval_config.eval.linear.iterations = 20
+  eval_config.eval.baselines = ()
+  report = runner.run_evaluation(eval_config, str(tmp_path / "eval"), print_table=False,
+                                 devices=jax.devices()[:1])
+  assert 0.0 <= report["evaluations"]["linear"]["results"]["encoder"]["mean_auc"] <= 1.0
   # The same encoder on the folder preset, whose class count (0: 'from the data') is resolved.
   dataset_files.image_folder(str(tmp_path / "folder"))
   knn_config = importlib.import_module("configs.eval.knn").get_config("folder,tiny")
   knn_config.data.root = str(tmp_path / "folder")
   knn_config.encoder = eval_config.encoder
-  knn_config.batch_size = 32
-  knn_config.knn.ks = (3,)
-  knn_config.random_init_baseline = False
-  report = suite.run_evaluation(knn_config, str(tmp_path / "eval_knn"), print_table=False,
-                                devices=jax.devices()[:1])
+  knn_config.eval.batch_size = 32
+  knn_config.eval.knn.ks = (3,)
+  knn_config.eval.baselines = ()
+  report = runner.run_evaluation(knn_config, str(tmp_path / "eval_knn"), print_table=False,
+                                 devices=jax.devices()[:1])
   assert report["config"]["data"]["num_classes"] == 3
-  assert 0.0 <= report["results"]["encoder"]["top1_k3"] <= 1.0
+  assert 0.0 <= report["evaluations"]["knn"]["results"]["encoder"]["top1_k3"] <= 1.0
   few_shot = importlib.import_module("configs.eval.few_shot").get_config("chestxray14,tiny")
   few_shot.encoder = eval_config.encoder
-  with pytest.raises(config_validation.ConfigError, match="'few_shot' needs one class per image"):
-    suite.run_evaluation(few_shot, str(tmp_path / "eval_few_shot"), print_table=False,
-                         devices=jax.devices()[:1])
+  with pytest.raises(config_validation.ConfigError,
+                     match=r"evaluators \['few_shot'\] need one class per image"):
+    runner.run_evaluation(few_shot, str(tmp_path / "eval_few_shot"), print_table=False,
+                          devices=jax.devices()[:1])
 
 
 def test_empty_root_fails_before_any_device_work(tmp_path):

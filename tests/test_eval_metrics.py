@@ -1,26 +1,14 @@
 """kNN, linear probe and collapse monitors against independent computations."""
 
 import numpy as np
+import numpy_references
 import pytest
+from sklearn import metrics as sk_metrics
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
 from ssl_jax import collapse
-from ssl_jax.evaluation import knn, linear_probe
-
-
-def _numpy_knn(train, train_labels, test, k, temperature, num_classes):
-  train = train / np.linalg.norm(train, axis=1, keepdims=True)
-  test = test / np.linalg.norm(test, axis=1, keepdims=True)
-  predictions = []
-  for row in test:
-    similarity = train @ row
-    nearest = np.argsort(-similarity, kind="stable")[:k]
-    votes = np.zeros(num_classes)
-    for index in nearest:
-      votes[train_labels[index]] += np.exp(similarity[index] / temperature)
-    predictions.append(np.argmax(votes))
-  return np.array(predictions)
+from ssl_jax.evaluation import knn, linear_probe, metrics
 
 
 @pytest.mark.parametrize("k", [1, 5, 20])
@@ -30,7 +18,7 @@ def test_knn_matches_brute_force_numpy(k):
   labels = rng.integers(0, 4, 300)
   train += np.eye(16, dtype=np.float32)[labels] * 2.0   # give the classes some structure
   test = rng.normal(size=(57, 16)).astype(np.float32) + np.eye(16, dtype=np.float32)[labels[:57]]
-  expected = _numpy_knn(train, labels, test, k, 0.07, 4)
+  expected = numpy_references.weighted_knn_predictions(train, labels, test, k, 0.07, 4)
   got = knn.knn_predict(train, labels, test, k=k, temperature=0.07, num_classes=4, chunk_size=20)
   np.testing.assert_array_equal(got, expected)
 
@@ -46,8 +34,8 @@ def test_linear_probe_matches_sklearn_logistic_regression():
   images, labels = load_digits(return_X_y=True)
   images = images.astype(np.float32)
   train, test = images[:1200], images[1200:]
-  result = linear_probe.linear_probe_top1(train, labels[:1200], test, labels[1200:],
-                                          num_classes=10, l2_grid=(1e-3,))
+  result = linear_probe.linear_probe(train, labels[:1200], test, labels[1200:],
+                                     num_classes=10, l2_grid=(1e-3,))
   mean, std = train.mean(0), train.std(0) + 1e-6
   # sklearn's C multiplies the summed loss; our l2 multiplies 0.5 ||w||^2 next to the mean loss.
   reference = LogisticRegression(C=1.0 / (1e-3 * len(train)), max_iter=10_000, tol=1e-8)
@@ -64,12 +52,12 @@ def test_linear_probe_picks_regularisation_on_holdout():
   labels = rng.integers(0, 2, 200)
   signal = (labels * 2.0 - 1.0)[:, None] + rng.normal(size=(200, 1)) * 0.5
   features = np.concatenate([signal, rng.normal(size=(200, 500))], axis=1).astype(np.float32)
-  weak = linear_probe.linear_probe_top1(features[:100], labels[:100], features[100:],
-                                        labels[100:], num_classes=2, l2_grid=(1e-6,))
-  both = linear_probe.linear_probe_top1(features[:100], labels[:100], features[100:],
-                                        labels[100:], num_classes=2, l2_grid=(1e-6, 1.0))
+  weak = linear_probe.linear_probe(features[:100], labels[:100], features[100:],
+                                   labels[100:], num_classes=2, l2_grid=(1e-6,))
+  both = linear_probe.linear_probe(features[:100], labels[:100], features[100:],
+                                   labels[100:], num_classes=2, l2_grid=(1e-6, 1.0))
   assert both["l2"] == 1.0
-  assert both["holdout_top1"] > weak["holdout_top1"]
+  assert both["validation_top1"] > weak["validation_top1"]
 
 
 def test_normalized_std_of_collapsed_and_spread_outputs():
@@ -89,3 +77,17 @@ def test_rankme_matches_numpy_svd(shape):
   assert float(collapse.rankme(z)) == pytest.approx(expected, rel=1e-3)
   rank_one = np.outer(np.arange(1, shape[0] + 1), np.ones(shape[1])).astype(np.float32)
   assert float(collapse.rankme(rank_one)) == pytest.approx(1.0, abs=1e-2)
+
+
+def test_classification_auc_matches_sklearn_binary_and_one_vs_rest():
+  rng = np.random.default_rng(3)
+  labels = rng.integers(0, 5, 300)
+  logits = rng.normal(size=(300, 5)) + 1.5 * np.eye(5)[labels]
+  probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  assert metrics.classification_auc(labels, probabilities) == pytest.approx(
+      sk_metrics.roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"),
+      abs=1e-12)
+  binary = (labels > 2).astype(int)
+  two_class = np.stack([1 - probabilities[:, 4], probabilities[:, 4]], axis=1)
+  assert metrics.classification_auc(binary, two_class) == pytest.approx(
+      sk_metrics.roc_auc_score(binary, two_class[:, 1]), abs=1e-12)

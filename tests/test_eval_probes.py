@@ -189,4 +189,4 @@ def test_binary_probe_reports_auc():
   train, train_labels = _overlapping(0, 400, classes=2)
   test, test_labels = _overlapping(1, 400, classes=2)
   result = linear_probe.linear_probe(train, train_labels, test, test_labels, num_classes=2)
-  assert 0.5 < result["binary_auc"] <= 1.0
+  assert 0.5 < result["auc"] <= 1.0

@@ -29,7 +29,8 @@ import pytest
 from configs import moco_v2
 from engine_helpers import apply_overrides, environment_with_devices, max_abs_difference
 from ssl_jax import checkpointing, distributed, export, train
-from ssl_jax.evaluation import frozen
+from ssl_jax.evaluation import runner
+from ssl_jax.evaluation.data import EvalData
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Long enough for a signal sent at step SIGNAL_AFTER_STEP to land mid-run (a step of the two
@@ -56,8 +57,8 @@ OVERRIDES = {"model.name": "resnet10", "model.width": 4, "data.image_size": 16, 
              "objective_config.queue_size": 256, "log_every_steps": 5,
              "checkpoint_every_steps": COMPARE_STEP, "keep_checkpoints": 100,
              # The end-of-run kNN gathers features from both processes' devices.
-             "eval.max_examples": 512, "eval.linear_probe": False,
-             "eval.random_init_data_bn": False,
+             "eval.max_examples": 512, "eval.evaluators": ("knn",),
+             "eval.baselines": (),
              # A few dozen steps: compiling is most of a run (ssl_jax/quick_compile.py).
              "quick_compile": True,
              # The lead process would import TensorFlow for the events (~7 s a launch).
@@ -196,8 +197,9 @@ def test_resumed_processes_agree_with_each_other_and_with_one_uninterrupted(
   # The kNN accuracy the two processes computed from gathered features is what one process
   # computes for the exported encoder on its 8 devices.
   summary = json.loads(open(os.path.join(workdir, "summary.json")).read())
-  single_process_knn = frozen.evaluate_frozen(
-      export.load_encoder(os.path.join(workdir, "encoder")), _config(), experiment.mesh)
+  single_process_knn = runner.summary_metrics(runner.evaluate(
+      {"trained": export.load_encoder(os.path.join(workdir, "encoder"))},
+      EvalData(_config(), experiment.mesh)))["trained"]
   print(f"kNN top-1 from two processes {summary['eval']['trained']['knn_top1']:.4f}, from one "
         f"{single_process_knn['knn_top1']:.4f}")
   assert summary["eval"]["trained"]["knn_top1"] == single_process_knn["knn_top1"]

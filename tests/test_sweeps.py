@@ -55,17 +55,17 @@ def test_flag_product_is_the_cartesian_product_with_values_typed_as_the_fields()
   assert all(list(t) == [float, int, bool] for t in types)
   # An int written for a float field is a float; tuples keep their element type; strings stay.
   runs = _runs(["config.optim.base_lr=1", "augment.crop_scale=(0.3,1),(0.5, 1.0)",
-                "eval.knn_k=(5,),(10,50)", "optim.name=sgd,adamw"])
+                "eval.knn.ks=(5,),(10,50)", "optim.name=sgd,adamw"])
   assert len(runs) == 1 * 2 * 2 * 2
   first = runs[0].overrides
-  assert first == {"optim.base_lr": 1.0, "augment.crop_scale": (0.3, 1.0), "eval.knn_k": (5,),
+  assert first == {"optim.base_lr": 1.0, "augment.crop_scale": (0.3, 1.0), "eval.knn.ks": (5,),
                    "optim.name": "sgd"}
   assert type(first["optim.base_lr"]) is float
   assert [type(x) for x in first["augment.crop_scale"]] == [float, float]
-  assert [run.overrides["eval.knn_k"] for run in runs[:4]] == [(5,), (5,), (10, 50), (10, 50)]
+  assert [run.overrides["eval.knn.ks"] for run in runs[:4]] == [(5,), (5,), (10, 50), (10, 50)]
   # The flags reproduce the values exactly, in the form ml_collections parses.
   assert runs[0].flags() == ["--config.optim.base_lr=1.0", "--config.augment.crop_scale=(0.3,1.0)",
-                             "--config.eval.knn_k=(5,)", "--config.optim.name=sgd"]
+                             "--config.eval.knn.ks=(5,)", "--config.optim.name=sgd"]
 
 
 def test_sweep_file_runs_are_typed_and_combine_with_flags(tmp_path):
@@ -104,7 +104,7 @@ def test_sweep_file_runs_are_typed_and_combine_with_flags(tmp_path):
     (["model.width=8,8.5"], ["config.model.width expects an int, got '8.5'"]),
     (["eval.at_end=maybe"], ["config.eval.at_end expects a bool", "'maybe'"]),
     (["augment.crop_scale=0.5"], ["config.augment.crop_scale expects a tuple", "0.5"]),
-    (["eval.knn_k=(5.5,)"], ["config.eval.knn_k expects an int, got 5.5"]),
+    (["eval.knn.ks=(5.5,)"], ["config.eval.knn.ks expects an int, got 5.5"]),
     (["optim.base_lr"], ["'optim.base_lr' is not key=v1,v2,..."]),
     (["optim.base_lr=1e-3,,3e-3"], ["config.optim.base_lr has an empty value"]),
     (["optim.base_lr=0.1", "optim.base_lr=0.2"], ["config.optim.base_lr is swept twice"]),
@@ -292,8 +292,8 @@ def test_a_sweep_of_two_tiny_runs_through_main(tmp_path):
       "--config=" + os.path.join(REPO, "configs", "moco_v2.py") + ":digits,tiny",
       "--config.num_steps=4", "--config.log_every_steps=2", "--config.model.name=resnet10",
       "--config.model.width=4", "--config.data.image_size=16", "--config.batch_size=32",
-      "--config.objective_config.queue_size=256", "--config.eval.linear_probe=false",
-      "--config.eval.random_init_data_bn=false", "--config.eval.knn_k=(20,)",
+      "--config.objective_config.queue_size=256", "--config.eval.evaluators=('knn',)",
+      "--config.eval.baselines=('random_init',)", "--config.eval.knn.ks=(20,)",
       "--config.quick_compile=true", "--config.tensorboard=false", f"--sweep_file={sweep_file}",
       # The runs differ only in the data order, so the second reuses the first's compiled
       # programs (the session's compilation cache) and the test stays short. (Crashes, skipping
@@ -313,7 +313,7 @@ def test_a_sweep_of_two_tiny_runs_through_main(tmp_path):
     run_config = json.loads((sweep_dir / name / "summary.json").read_text())["config"]
     assert run_config["data"]["shuffle_seed"] == shuffle_seed
     assert run_config["eval"]["max_examples"] == 256 and run_config["batch_size"] == 32
-    assert run_config["num_steps"] == 4 and run_config["eval"]["knn_k"] == [20]
+    assert run_config["num_steps"] == 4 and run_config["eval"]["knn"]["ks"] == [20]
   with open(sweep_dir / summary.CSV_FILE) as f:
     rows = list(csv.DictReader(f))
   summaries = [json.loads((sweep_dir / name / "summary.json").read_text()) for name in names]

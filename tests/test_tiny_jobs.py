@@ -20,7 +20,8 @@ import pytest
 import ssl_jax
 from engine_helpers import max_abs_difference
 from ssl_jax import checkpointing, train
-from ssl_jax.evaluation import suite
+from ssl_jax.evaluation import runner
+from ssl_jax.evaluation.evaluators import EVALUATORS
 from ssl_jax.objectives import OBJECTIVES
 
 DEFAULT_OBJECTIVE = "moco_v2"
@@ -61,7 +62,7 @@ def _tiny_devices(objective):
 def _run_tiny_job(objective, tmp_path_factory):
   config = importlib.import_module(f"configs.{objective}").get_config("digits,tiny")
   if objective != DEFAULT_OBJECTIVE:
-    config.eval.linear_probe = False
+    config.eval.evaluators = ("knn",)
   workdir = str(tmp_path_factory.mktemp(f"tiny_{objective}"))
   summary = train.train_and_evaluate(config, workdir, show_progress=False,
                                      devices=_tiny_devices(objective))
@@ -106,20 +107,46 @@ def test_every_evaluation_runs_on_the_pretrained_tiny_encoder(tiny_run, tmp_path
   """Pretrain (the tiny job), export, then every evaluation of configs/eval/ in its tiny setting
   on the exported encoder, as `python main.py --mode=eval` runs them."""
   _, _, workdir, _ = tiny_run
-  for name in sorted(suite.EVALUATIONS):
+  for name in sorted(EVALUATORS):
     config = importlib.import_module(f"configs.eval.{name}").get_config("digits,tiny")
     config.encoder = os.path.join(workdir, "encoder")
-    # The random-init baseline doubles the work; the linear probe keeps it, as evidence.
-    config.random_init_baseline = name == "linear"
+    # The baselines multiply the work; the linear probe keeps them, as evidence.
+    if name != "linear":
+      config.eval.baselines = ()
     out = tmp_path / name
-    summary = suite.run_evaluation(config, str(out), print_table=False)
-    written = json.loads((out / "results.json").read_text())
-    assert written["evaluation"] == name and written["results"]["encoder"], name
+    summary = runner.run_evaluation(config, str(out), print_table=False)
+    written = json.loads((out / "results.json").read_text())["evaluations"][name]
+    assert list(written["results"]) == ["encoder"] + list(config.eval.baselines), name
     assert written["plots"] and all((out / plot).stat().st_size > 1000
                                     for plot in written["plots"]), name
     if name == "linear":
-      trained, random_weights = summary["results"]["encoder"], summary["results"]["random_init"]
-      assert trained["top1"] > random_weights["top1"], (trained, random_weights)
+      results = summary["evaluations"]["linear"]["results"]
+      for baseline in ("random_init", "random_init_data_bn"):
+        assert results["encoder"]["top1"] > results[baseline]["top1"], (baseline, results)
+
+
+@pytest.mark.xdist_group(f"tiny_{DEFAULT_OBJECTIVE}")
+@pytest.mark.parametrize("objective", [DEFAULT_OBJECTIVE])
+def test_mode_eval_gives_the_end_of_training_numbers(tiny_run, tmp_path):
+  """The exported encoder evaluated by `--mode=eval` (the kNN and linear configs, on the same
+  devices and cap) gets exactly the numbers summary.json holds, for it and every baseline."""
+  _, train_config, workdir, summary = tiny_run
+  reports = {}
+  for name in ("knn", "linear"):
+    config = importlib.import_module(f"configs.eval.{name}").get_config("digits,tiny")
+    config.encoder = os.path.join(workdir, "encoder")
+    config.eval.max_examples = train_config.eval.max_examples
+    reports[name] = runner.run_evaluation(config, str(tmp_path / name), print_table=False,
+                                          devices=_tiny_devices(DEFAULT_OBJECTIVE))
+  assert tuple(config.eval.baselines) == tuple(train_config.eval.baselines)
+  for encoder, eval_name in [("trained", "encoder")] + [(b, b) for b in config.eval.baselines]:
+    knn = reports["knn"]["evaluations"]["knn"]["results"][eval_name]
+    linear = reports["linear"]["evaluations"]["linear"]["results"][eval_name]
+    expected = summary["eval"][encoder]
+    assert {k: knn[f"top1_k{k}"] for k in (20, 200)} == {
+        k: expected[f"knn_top1_k{k}"] for k in (20, 200)}, encoder
+    assert (linear["top1"], linear["l2"]) == (expected["linear_top1"], expected["linear_l2"]), (
+        encoder)
 
 
 @TINY_RUNS
@@ -131,9 +158,9 @@ def test_tiny_job_writes_summary_events_checkpoints_and_encoder(tiny_run):
   assert np.isfinite(on_disk["final_loss"]) and on_disk["images_per_second"] > 0
   assert on_disk["wall_time_seconds"] > 0
   metrics = ("knn_top1", "knn_top1_k20", "knn_top1_k200")
-  if config.eval.linear_probe:
+  if "linear" in config.eval.evaluators:
     metrics += ("linear_top1",)
-  for encoder in ("trained", "random_init", "random_init_data_bn"):
+  for encoder in ("trained", "random_init", "random_init_data_bn", "pixels"):
     for key in metrics:
       assert 0.0 <= on_disk["eval"][encoder][key] <= 1.0
   events = os.listdir(os.path.join(workdir, "tensorboard"))

@@ -1,8 +1,11 @@
-"""Fields shared by every evaluation config: the encoder to load, the dataset, batching, mesh.
+"""Fields shared by every evaluation config: the encoder to load, the dataset, `eval`, the mesh.
 
-An evaluation config is `eval_config(name, arg)` plus its own section `config.<name>`; its
-argument picks the dataset preset of configs/common.py and `tiny` shrinks the evaluation to a
-few seconds (for tests and smoke runs): `configs/eval/linear.py:digits,tiny`.
+An evaluation config is `eval_config(evaluator, arg)`: `config.eval` is the same section the
+objective configs evaluate with at the end of training (configs/common.py
+`evaluation_settings`), running the one evaluator the file is named after. Its argument picks
+the dataset preset of configs/common.py and `tiny` shrinks the evaluation to a few seconds (for
+tests and smoke runs): `configs/eval/linear.py:digits,tiny`. Override settings with
+`--config.eval.<evaluator>.<field>=...`, the rows with `--config.eval.baselines=...`.
 """
 
 from __future__ import annotations
@@ -12,34 +15,20 @@ import ml_collections
 from configs import common
 
 
-def eval_config(evaluation: str, arg: str | None) -> tuple[ml_collections.ConfigDict, bool]:
-  """(config, tiny) with the shared fields; the caller adds `config.<evaluation>`."""
+def eval_config(evaluator: str, arg: str | None, *,
+                baselines: tuple[str, ...] = ("random_init", "random_init_data_bn", "pixels"),
+                ) -> ml_collections.ConfigDict:
+  """The config of `python main.py --mode=eval` running `evaluator` beside `baselines`."""
   dataset, tiny = common.parse_arg(arg)
   config = ml_collections.ConfigDict()
-  config.name = f"eval_{evaluation}:{dataset}" + (",tiny" if tiny else "")
-  config.evaluation = evaluation
+  config.name = f"eval_{evaluator}:{dataset}" + (",tiny" if tiny else "")
   config.encoder = ""                 # an exported encoder directory, e.g. RUN/encoder (required)
-  # Also evaluate the same architecture at random initialisation (a freshly initialised copy of
-  # the encoder, seeded by config.seed), so every table says what training bought.
-  config.random_init_baseline = True
-  config.seed = 0
+  config.seed = 0                     # baselines' initialisation, probe splits, episodes
   config.data = common.data_config(dataset)
   config.data.image_size = 0          # 0: the encoder's own input size
-  config.batch_size = 512             # feature-extraction batch (padded to the device count)
-  config.max_examples = 512 if tiny else -1    # per split (-1: all)
+  config.eval = common.evaluation_settings(tiny)
+  config.eval.evaluators = (evaluator,)
+  config.eval.baselines = baselines
+  config.eval.max_examples = 512 if tiny else -1
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**18))
-  return config, tiny
-
-
-def linear_probe_section(tiny: bool) -> ml_collections.ConfigDict:
-  """The probe protocol (shared by the linear and per-layer evaluations)."""
-  return ml_collections.ConfigDict(dict(
-      # Log-spaced L2 grid (strength of 0.5 ||w||^2 next to the mean loss): the transfer study
-      # (Kornblith et al. 2019) chose among 45 values from 1e-6 to 1e5 on a validation split.
-      l2_min=1e-6,
-      l2_max=1e5,
-      l2_num=12 if tiny else 45,
-      holdout_fraction=0.2,           # validation split held out of the training split
-      select_by="top1",               # 'top1' | 'mean_per_class' (validation metric)
-      iterations=100 if tiny else 300,   # L-BFGS iterations per fit
-  ))
+  return config

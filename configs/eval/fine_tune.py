@@ -15,15 +15,6 @@ from configs.eval import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config, tiny = common.eval_config("fine_tune", arg)
-  config.fine_tune = ml_collections.ConfigDict(dict(
-      label_fractions=(0.1, 1.0) if tiny else (0.01, 0.1, 1.0),
-      steps=30 if tiny else 500,     # per fraction
-      batch_size=32 if tiny else 64,   # capped by the subset size
-      learning_rate=0.05,
-      momentum=0.9,
-      weight_decay=0.0,
-      bootstrap_samples=200 if tiny else 1000,
-      export_encoders=True,
-  ))
-  return config
+  # Fine-tuning the random init is supervised training from scratch; its BN statistics come
+  # from the training batches either way.
+  return common.eval_config("fine_tune", arg, baselines=("random_init",))

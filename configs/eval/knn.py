@@ -12,6 +12,4 @@ from configs.eval import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config, _ = common.eval_config("knn", arg)
-  config.knn = ml_collections.ConfigDict(dict(ks=(20, 200), temperature=0.07))
-  return config
+  return common.eval_config("knn", arg)

@@ -18,6 +18,4 @@ from configs.eval import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config, tiny = common.eval_config("linear", arg)
-  config.linear = common.linear_probe_section(tiny)
-  return config
+  return common.eval_config("linear", arg)

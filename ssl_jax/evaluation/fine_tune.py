@@ -72,7 +72,8 @@ def fine_tune(encoder, images: np.ndarray, labels: np.ndarray, *, num_classes: i
               batch_size: int, learning_rate: float, momentum: float = 0.9,
               weight_decay: float = 0.0, seed: int = 0):
   """Trains encoder + head on (images, labels); returns (encoder variables, predict_fn) where
-  predict_fn(images) -> predicted classes of the fine-tuned network in evaluation mode."""
+  predict_fn(images) -> (N, classes) probabilities of the fine-tuned network in evaluation
+  mode."""
   classifier = _Classifier(encoder.module, num_classes)
   count = len(labels)
   batch_size = min(batch_size, count)
@@ -117,12 +118,13 @@ def fine_tune(encoder, images: np.ndarray, labels: np.ndarray, *, num_classes: i
   variables = {"params": params, "batch_stats": batch_stats}
 
   @jax.jit
-  def predict_batch(variables, batch_images):
-    return jnp.argmax(classifier.apply(variables, normalise(batch_images), train=False), -1)
+  def probabilities_of_batch(variables, batch_images):
+    return jax.nn.softmax(classifier.apply(variables, normalise(batch_images), train=False), -1)
 
-  def predict(all_images, chunk: int = 512):
-    return np.concatenate([np.asarray(predict_batch(variables, jnp.asarray(all_images[s:s + chunk])))
-                           for s in range(0, len(all_images), chunk)])
+  def predict_probabilities(all_images, chunk: int = 512):
+    return np.concatenate([
+        np.asarray(probabilities_of_batch(variables, jnp.asarray(all_images[s:s + chunk])))
+        for s in range(0, len(all_images), chunk)])
 
   encoder_variables = {"params": params["backbone"], "batch_stats": batch_stats["backbone"]}
-  return encoder_variables, predict
+  return encoder_variables, predict_probabilities

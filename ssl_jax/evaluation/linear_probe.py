@@ -21,8 +21,6 @@ import optax
 
 from ssl_jax.evaluation import metrics as metrics_lib
 
-# A short grid for the online/end-of-run probe of training, where speed matters.
-DEFAULT_L2_GRID = tuple(np.logspace(-6, 0, 7))
 # The transfer-study grid: 45 log-spaced strengths from 1e-6 to 1e5 (of the mean loss).
 TRANSFER_L2_GRID = tuple(np.logspace(-6, 5, 45))
 SELECTION_METRICS = ("top1", "mean_per_class")
@@ -155,12 +153,12 @@ def _select_and_refit(train, targets, fit_index, grid, multilabel, iterations, s
 
 def linear_probe(train_features: np.ndarray, train_labels: np.ndarray,
                  test_features: np.ndarray, test_labels: np.ndarray, *, num_classes: int,
-                 l2_grid=DEFAULT_L2_GRID, holdout_fraction: float = 0.2,
+                 l2_grid=TRANSFER_L2_GRID, holdout_fraction: float = 0.2,
                  select_by: str = "top1", iterations: int = 200, seed: int = 0
                  ) -> dict[str, float]:
   """Multinomial probe. Returns {'top1', 'mean_per_class', 'kappa' (quadratic-weighted),
-  'l2' (chosen), 'validation_<select_by>' (its validation score)} and, for two classes,
-  'binary_auc' of the class-1 probability."""
+  'l2' (chosen), 'validation_<select_by>' (its validation score), 'auc'} with the AUC of
+  `metrics.classification_auc` (binary, or mean one-vs-rest)."""
   if select_by not in SELECTION_METRICS:
     raise ValueError(f"unknown select_by {select_by!r}; allowed: {list(SELECTION_METRICS)}")
   train, test = _standardise(train_features, test_features)
@@ -188,26 +186,14 @@ def linear_probe(train_features: np.ndarray, train_labels: np.ndarray,
       "l2": float(grid[best]),
       f"validation_{select_by}": validation_score,
   }
-  if num_classes == 2:
-    probabilities = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
-    results["binary_auc"] = metrics_lib.binary_auc(test_labels, probabilities[:, 1])
+  probabilities = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+  results["auc"] = metrics_lib.classification_auc(test_labels, probabilities)
   return results
-
-
-def linear_probe_top1(train_features, train_labels, test_features, test_labels, *,
-                      num_classes: int, l2_grid=DEFAULT_L2_GRID, holdout_fraction: float = 0.2,
-                      iterations: int = 200, seed: int = 0) -> dict[str, float]:
-  """The probe of the end-of-run table: {'top1', 'l2', 'holdout_top1'}."""
-  results = linear_probe(train_features, train_labels, test_features, test_labels,
-                         num_classes=num_classes, l2_grid=l2_grid,
-                         holdout_fraction=holdout_fraction, iterations=iterations, seed=seed)
-  return {"top1": results["top1"], "l2": results["l2"],
-          "holdout_top1": results["validation_top1"]}
 
 
 def multilabel_linear_probe(train_features: np.ndarray, train_targets: np.ndarray,
                             test_features: np.ndarray, test_targets: np.ndarray, *,
-                            l2_grid=DEFAULT_L2_GRID, holdout_fraction: float = 0.2,
+                            l2_grid=TRANSFER_L2_GRID, holdout_fraction: float = 0.2,
                             iterations: int = 200, seed: int = 0) -> dict[str, float]:
   """Per-label sigmoid heads on (N, labels) 0/1 targets. Returns {'mean_auc', 'l2',
   'validation_mean_auc'}; the strength is chosen by mean AUC on a random validation split."""

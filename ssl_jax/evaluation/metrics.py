@@ -1,4 +1,5 @@
-"""Metrics beyond top-1: mean per-class accuracy, binary and multi-label AUC, quadratic kappa.
+"""Metrics beyond top-1: mean per-class accuracy, binary, multi-class and multi-label AUC,
+quadratic kappa.
 
 All take host arrays and return Python floats. AUC is the Mann-Whitney statistic (the probability
 that a random positive scores above a random negative, ties counting one half), computed from
@@ -46,6 +47,21 @@ def multilabel_mean_auc(targets: np.ndarray, scores: np.ndarray) -> float:
   if not aucs:
     raise ValueError("no label has both positives and negatives; AUC is undefined")
   return float(np.mean(aucs))
+
+
+def classification_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+  """AUC of single-label predictions as the MedMNIST benchmarks score it: for two classes the
+  binary AUC of the class-1 probability; for more, the mean over classes of the one-vs-rest AUC of
+  that class's probability (classes absent from `labels` are skipped). Ordinal grades are scored
+  as classes."""
+  labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+  if probabilities.ndim != 2 or probabilities.shape[0] != labels.shape[0]:
+    raise ValueError(f"probabilities {probabilities.shape} must be (N, classes) for {labels.shape[0]} "
+                     "labels")
+  if probabilities.shape[1] == 2:
+    return binary_auc(labels == 1, probabilities[:, 1])
+  one_hot = (labels[:, None] == np.arange(probabilities.shape[1])[None, :]).astype(np.int64)
+  return multilabel_mean_auc(one_hot, probabilities)
 
 
 def quadratic_weighted_kappa(labels: np.ndarray, predictions: np.ndarray,

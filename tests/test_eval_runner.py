@@ -1,6 +1,6 @@
-"""The evaluation suite end to end: every evaluation runs on an exported encoder through the same
-entry point as `python main.py --mode=eval`, writes results.json and its plots, and the CLI
-reports bad input clearly."""
+"""The evaluators end to end: each runs on an exported encoder through the same entry point as
+`python main.py --mode=eval`, writes results.json and its plots, and the CLI reports bad input
+clearly."""
 
 import json
 import os
@@ -15,7 +15,8 @@ import ssl_jax
 from configs import common
 from engine_helpers import apply_overrides
 from ssl_jax import config_validation, export
-from ssl_jax.evaluation import features, suite
+from ssl_jax.evaluation import baselines, features, runner
+from ssl_jax.evaluation.evaluators import EVALUATORS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_CONFIGS = os.path.join(REPO, "configs", "eval")
@@ -33,7 +34,7 @@ def encoder_dir(tmp_path_factory):
   model_config = ml_collections.ConfigDict(dict(name="resnet10", stem="cifar", width=4,
                                                 dtype="float32"))
   template = export.Encoder(model_config, None, 16, common.DIGITS_MEAN, common.DIGITS_STD, {})
-  variables = suite.random_init_encoder(template, seed=1).variables
+  variables = baselines.random_init_encoder(template, seed=1).variables
   return export.export_encoder(str(tmp_path_factory.mktemp("run") / "encoder"),
                                model_config=model_config, variables=variables, image_size=16,
                                mean=common.DIGITS_MEAN, std=common.DIGITS_STD,
@@ -41,31 +42,34 @@ def encoder_dir(tmp_path_factory):
 
 
 def _run(name, encoder_dir, workdir, **overrides):
-  config = _eval_config(name, **{"encoder": encoder_dir, "random_init_baseline": False,
-                                 **overrides})
-  summary = suite.run_evaluation(config, str(workdir), print_table=False)
+  config = _eval_config(name, **{"encoder": encoder_dir, "eval.baselines": (), **overrides})
+  summary = runner.run_evaluation(config, str(workdir), print_table=False)
   written = json.loads((workdir / "results.json").read_text())
-  assert written["results"] == json.loads(json.dumps(summary["results"]))
-  assert written["evaluation"] == name and written["dataset"] == "digits"
-  for plot in written["plots"]:
+  assert written == json.loads(json.dumps(summary))
+  assert list(written["evaluations"]) == [name] and written["dataset"] == "digits"
+  report = written["evaluations"][name]
+  for plot in report["plots"]:
     assert (workdir / plot).stat().st_size > 1000   # a PNG with content
-  assert written["plots"]
-  return written["results"]
+  assert report["plots"]
+  return report["results"]
 
 
-def test_linear_probe_on_both_encoders(encoder_dir, tmp_path):
-  results = _run("linear", encoder_dir, tmp_path, random_init_baseline=True)
-  assert set(results) == {"encoder", "random_init"}
+def test_linear_probe_on_the_encoder_and_every_baseline(encoder_dir, tmp_path):
+  results = _run("linear", encoder_dir, tmp_path,
+                 **{"eval.baselines": ("random_init", "random_init_data_bn", "pixels")})
+  assert list(results) == ["encoder", "random_init", "random_init_data_bn", "pixels"]
   for probe in results.values():
-    assert 0.5 < probe["top1"] <= 1.0        # digits: a random conv net is far above chance
+    assert 0.5 < probe["top1"] <= 1.0        # digits: pixels and random conv nets are far above chance
+    assert 0.5 < probe["auc"] <= 1.0
     assert 1e-6 <= probe["l2"] <= 1e5
-  table = json.loads((tmp_path / "results.json").read_text())["table"]
-  assert "random_init" in table and "top-1" in table
+  table = json.loads((tmp_path / "results.json").read_text())["evaluations"]["linear"]["table"]
+  assert "random_init_data_bn" in table and "pixels" in table and "AUC" in table
 
 
 def test_knn(encoder_dir, tmp_path):
   results = _run("knn", encoder_dir, tmp_path)["encoder"]
-  assert set(results) == {"top1_k20", "top1_k200"}
+  assert set(results) == {"top1_k20", "top1_k200", "top1"}
+  assert results["top1"] == results["top1_k20"]
   assert all(0.3 < v <= 1.0 for v in results.values())
 
 
@@ -84,7 +88,7 @@ def test_layers(encoder_dir, tmp_path):
 
 
 def test_cka_against_itself_has_a_unit_diagonal(encoder_dir, tmp_path):
-  results = _run("cka", encoder_dir, tmp_path, **{"cka.other_encoder": ""})
+  results = _run("cka", encoder_dir, tmp_path, **{"eval.cka.other_encoder": ""})["encoder"]
   for kernel in ("linear", "rbf"):
     matrix = np.asarray(results["kernels"][kernel]["matrix"])
     assert matrix.shape == (4, 4)
@@ -114,10 +118,11 @@ def test_saliency(encoder_dir, tmp_path):
 
 def test_invariance(encoder_dir, tmp_path):
   results = _run("invariance", encoder_dir, tmp_path,
-                 **{"invariance.sweeps.rotation": (0.0, 90.0), "invariance.sweeps.hue": (0.0, 0.5),
-                    "invariance.sweeps.grayscale": (0.0, 1.0),
-                    "invariance.sweeps.crop_scale": (1.0, 0.5),
-                    "invariance.sweeps.blur": (0.0, 1.0)})["encoder"]
+                 **{"eval.invariance.sweeps.rotation": (0.0, 90.0),
+                    "eval.invariance.sweeps.hue": (0.0, 0.5),
+                    "eval.invariance.sweeps.grayscale": (0.0, 1.0),
+                    "eval.invariance.sweeps.crop_scale": (1.0, 0.5),
+                    "eval.invariance.sweeps.blur": (0.0, 1.0)})["encoder"]
   assert set(results["transforms"]) == {"rotation", "hue", "grayscale", "crop_scale", "flip",
                                         "blur"}
   assert -1.0 <= results["different_images_cosine"] < 1.0
@@ -140,25 +145,31 @@ def test_stage_features_pool_the_stage_outputs(encoder_dir):
     np.testing.assert_allclose(cells[:, 0, 1], quadrant, atol=1e-5)
 
 
-def test_every_evaluation_has_a_config():
+def test_every_evaluator_has_a_config():
   names = {f[:-3] for f in os.listdir(EVAL_CONFIGS)
            if f.endswith(".py") and not f.startswith(("common", "__"))}
-  assert names == set(suite.EVALUATIONS)
+  assert names == set(EVALUATORS)
 
 
 def test_cli_runs_an_evaluation(encoder_dir, tmp_path):
   command = [sys.executable, os.path.join(REPO, "main.py"), "--mode=eval",
              "--config=" + os.path.join(EVAL_CONFIGS, "knn.py") + ":digits,tiny",
-             f"--config.encoder={encoder_dir}", "--workdir=out", "--config.knn.ks=(5,)"]
+             f"--config.encoder={encoder_dir}", "--workdir=out", "--config.eval.knn.ks=(5,)"]
   result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "top-1 k=5" in result.stdout and "random_init" in result.stdout
+  assert "top-1 k=5" in result.stdout and "random_init_data_bn" in result.stdout
+  assert "pixels" in result.stdout
   assert (tmp_path / "out" / "results.json").exists() and (tmp_path / "out" / "knn.png").exists()
 
 
 @pytest.mark.parametrize("field, value, message", [
     ("encoder", "", "config.encoder is empty"),
-    ("evaluation", "probe", r"unknown evaluation 'probe'; allowed: \['cka', 'few_shot'"),
+    ("eval.evaluators", ("probe",), r"config.eval.evaluators has \['probe'\]; allowed: \['knn', "),
+    ("eval.evaluators", ("(knn,)",), r"quote each name: --config.eval.evaluators="),
+    ("eval.baselines", ("random",), r"config.eval.baselines: unknown baselines \['random'\]; allowed: \['random_init'"),
+    ("eval.knn.ks", (0,), r"eval.knn.ks=\(0,\) must be one or more positive integers"),
+    # Checked although the linear probe is not run: every protocol's settings are.
+    ("eval.linear.select_by", "auc", r"eval.linear.select_by='auc' is not allowed"),
     ("data.source", "ftp", r"data.source='ftp' is not allowed"),
 ])
 def test_bad_input_is_a_config_error_before_any_work(encoder_dir, tmp_path, field, value,
@@ -166,5 +177,5 @@ def test_bad_input_is_a_config_error_before_any_work(encoder_dir, tmp_path, fiel
   # main.py turns a ConfigError into its message on stderr and exit status 2.
   config = _eval_config("knn", **{"encoder": encoder_dir, field: value})
   with pytest.raises(config_validation.ConfigError, match=message):
-    suite.run_evaluation(config, str(tmp_path / "out"))
+    runner.run_evaluation(config, str(tmp_path / "out"))
   assert not (tmp_path / "out").exists()
