@@ -5,7 +5,7 @@ from __future__ import annotations
 import ml_collections
 
 from ssl_jax.objectives.barlow_twins import BarlowTwins
-from ssl_jax.objectives.base import LossOutput, Objective
+from ssl_jax.objectives.base import LossInputs, LossOutput, Objective
 from ssl_jax.objectives.byol import Byol
 from ssl_jax.objectives.directcopy import DirectCopy
 from ssl_jax.objectives.directpred import DirectPred
@@ -39,4 +39,4 @@ def build_objective(config: ml_collections.ConfigDict, num_batch_shards: int) ->
   return OBJECTIVES[name](config, num_batch_shards)
 
 
-__all__ = ["LossOutput", "OBJECTIVES", "Objective", "build_objective"]
+__all__ = ["LossInputs", "LossOutput", "OBJECTIVES", "Objective", "build_objective"]

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_backbone
-from ssl_jax.objectives.base import LossOutput, Objective, PyTree
+from ssl_jax.objectives.base import LossInputs, LossOutput, Objective, PyTree
 
 # torch.nn.BatchNorm1d's default epsilon, used by the official code's affine-free BN on z.
 BATCH_NORM_EPSILON = 1e-5
@@ -120,14 +120,12 @@ class BarlowTwins(Objective):
       return super().param_labels(params)
     return jax.tree.map(lambda leaf: "predictor" if len(leaf.shape) == 1 else "default", params)
 
-  def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
-           target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
-           rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossOutput]:
-    del target_params, target_batch_stats, objective_state, rng, step
+  def loss(self, inputs: LossInputs) -> tuple[jax.Array, LossOutput]:
+    views = inputs.views
     if len(views) < 2:
       raise ValueError(f"Barlow Twins needs 2 views per image, got {len(views)}")
-    outputs_1, batch_stats = self.train_forward(params, batch_stats, views[0])
-    outputs_2, batch_stats = self.train_forward(params, batch_stats, views[1])
+    outputs_1, batch_stats = self.train_forward(inputs.params, inputs.batch_stats, views[0])
+    outputs_2, batch_stats = self.train_forward(inputs.params, batch_stats, views[1])
     z1, z2 = outputs_1["projection"], outputs_2["projection"]
     loss, on_diagonal, off_diagonal = barlow_twins_loss(z1, z2, self.lambda_offdiag)
     return loss, LossOutput(
