@@ -340,8 +340,8 @@ def test_init_builds_the_papers_heads():
 
 def test_barlow_twins_bias_and_norm_parameter_group():
   """bias_lr_group: every BN scale / offset (the 1-D leaves, backbone and projector) goes to the
-  optimiser's second group, whose lr the config sets to the paper's bias rate; kernels stay in
-  'default'. Off: everything is 'default'."""
+  optimiser's 'bias_and_norm' group, whose lr the config sets to the paper's bias rate; kernels
+  stay in 'default'. Off: everything is 'default'."""
   objective = BarlowTwins(barlow_twins_config(), 1)
   params = jax.eval_shape(functools.partial(objective.init, image_shape=IMAGE_SHAPE),
                           jax.random.key(0))[0]
@@ -351,10 +351,10 @@ def test_barlow_twins_bias_and_norm_parameter_group():
   kinds = {path[-1].key for path, _ in leaves}
   assert kinds == {"kernel", "scale", "bias"}
   for path, leaf in leaves:
-    want = "default" if path[-1].key == "kernel" else "predictor"
+    want = "default" if path[-1].key == "kernel" else "bias_and_norm"
     assert label_of[path] == want, jax.tree_util.keystr(path)
-  assert {label_of[path] for path, _ in leaves if path[0].key == "projector"} == {"default",
-                                                                                  "predictor"}
+  assert {label_of[path] for path, _ in leaves if path[0].key == "projector"} == {
+      "default", "bias_and_norm"}
   off = BarlowTwins(barlow_twins_config(bias_lr_group=False), 1).param_labels(params)
   assert set(jax.tree.leaves(off)) == {"default"}
 

@@ -113,8 +113,9 @@ class Objective(abc.ABC):
     return params
 
   def param_labels(self, params: PyTree) -> PyTree:
-    """Optimiser group of each parameter leaf: 'predictor' for the predictor head (its learning
-    rate and weight decay can be set apart, `config.optim.predictor_*`), 'default' otherwise."""
+    """Optimiser group of each parameter leaf, one of `ssl_jax.optim.PARAM_GROUPS`: 'predictor'
+    for the predictor head (its learning rate and weight decay can be set apart,
+    `config.optim.predictor_*`), 'default' otherwise."""
     return {group: jax.tree.map(lambda _, group=group: ("predictor" if group == "predictor"
                                                         else "default"), subtree)
             for group, subtree in params.items()}
