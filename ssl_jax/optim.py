@@ -150,7 +150,9 @@ def check_groups_in_use(optim_config: ml_collections.ConfigDict, labels: PyTree)
       continue
     for field, neutral in fields.items():
       value = optim_config.get(field, neutral)
-      if value != neutral:
+      # Any negative predictor weight decay means "as everything else", not only -1.
+      unchanged = value < 0 if field == "predictor_weight_decay" else value == neutral
+      if not unchanged:
         raise ValueError(
             f"optim.{field}={value!r} sets the {group!r} parameter group, but no parameter is in "
             f"it (the objective's groups: {used}); leave it at {neutral!r}. Fields of each "

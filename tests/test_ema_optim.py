@@ -281,6 +281,9 @@ def test_a_groups_setting_without_parameters_in_that_group_is_rejected(field, va
     optim.build_optimizer(optim_config(**{field: value}), 10, 5, 256, labels)
   labels["bias"] = group
   optim.build_optimizer(optim_config(**{field: value}), 10, 5, 256, labels)
+  # Any negative predictor weight decay means "as 'default'": nothing set apart.
+  optim.build_optimizer(optim_config(predictor_weight_decay=-0.5), 10, 5, 256,
+                        {"kernel": "default"})
 
 
 def test_ema_disabled_gives_tau_zero_whatever_the_schedule():
