@@ -10,9 +10,9 @@ excluded from weight decay and LARS adaptation, 10 warm-up epochs then cosine de
 augmentation (blur 1.0 / 0.1, solarisation 0.0 / 0.2 on the two views).
 
 The paper's separate learning rate for biases and BN parameters, 0.0048 x batch/256 against the
-weights' 0.2 x batch/256, goes through the optimiser's second parameter group (named 'predictor'
-in the engine; see ssl_jax/objectives/barlow_twins.py): `objective_config.bias_lr_group=True`
-puts the 1-D leaves there and `optim.predictor_lr_multiplier = 0.0048 / 0.2` sets their rate.
+weights' 0.2 x batch/256, goes through the optimiser's 'bias_and_norm' parameter group (see
+ssl_jax/objectives/barlow_twins.py): `objective_config.bias_lr_group=True` puts the 1-D leaves
+there and `optim.bias_and_norm_lr_multiplier = 0.0048 / 0.2` sets their rate.
 
 Where paper and code differ, or we depart from them:
 - The official cosine ends at 0.001 x the peak; ours ends at 0.
@@ -47,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.augment.update(common.AUGMENTATIONS["byol"])
   config.optim.update(dict(name="lars", base_lr=0.2, weight_decay=1.5e-6, momentum=0.9,
                            warmup_epochs=10.0, exclude_bias_and_norm=True,
-                           predictor_lr_multiplier=0.0048 / 0.2))
+                           bias_and_norm_lr_multiplier=0.0048 / 0.2))
   if dataset == "imagenet":
     config.batch_size = 2048
     config.num_epochs = 1000
@@ -64,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # which leaves those parameters unadapted) does not carry over: one rate for all.
     config.objective_config.bias_lr_group = False
     config.optim.update(dict(name="adamw", base_lr=1e-2, weight_decay=1e-4, warmup_epochs=2.0,
-                             predictor_lr_multiplier=1.0))
+                             bias_and_norm_lr_multiplier=1.0))
   config = common.finish(config, tiny)
   if tiny and dataset == "digits":
     # Tuned on the earlier ResNet-18 tiny job (500 steps, about 2.5 min on 2 busy CPU cores):

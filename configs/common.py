@@ -191,6 +191,9 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
       predictor_schedule="same",     # 'same' | 'constant' (SimSiam's fixed predictor lr)
       predictor_lr_multiplier=1.0,   # predictor lr = this x the group's schedule
       predictor_weight_decay=-1.0,   # < 0: same as weight_decay
+      # Biases and BN parameters as their own group, where an objective puts them there (Barlow
+      # Twins' `bias_lr_group`): their lr = this x the schedule.
+      bias_and_norm_lr_multiplier=1.0,
   ))
   config.ema = ml_collections.ConfigDict(dict(
       tau_base=0.999,

@@ -1,14 +1,20 @@
 """Optimisers and learning-rate schedules for pretraining.
 
 `build_optimizer` returns one optax transformation for the whole online network. Parameters are
-labelled by the objective ('default' or 'predictor'); every group gets the same update rule and
-differs only in its learning rate and weight decay. 'default' follows the warmup + cosine (or
-constant) schedule; 'predictor' follows it too unless `optim.predictor_schedule = 'constant'`
-(SimSiam's fixed predictor lr: the peak rate throughout), times `optim.predictor_lr_multiplier`,
-with weight decay `optim.predictor_weight_decay` (negative: the same as `optim.weight_decay`), the
-separate predictor lr and wd of the non-contrastive dynamics study (Tian et al. 2021). The
-learning rate is applied by one transformation holding one step count, so the groups can never
-drift apart in steps.
+labelled by the objective (`Objective.param_labels`) with one of `PARAM_GROUPS`; every group gets
+the same update rule and differs only in its learning rate and weight decay:
+- 'default' follows the warmup + cosine (or constant) schedule, weight decay `optim.weight_decay`.
+- 'predictor', the predictor head: the same schedule unless `optim.predictor_schedule =
+  'constant'` (SimSiam's fixed predictor lr: the peak rate throughout), times
+  `optim.predictor_lr_multiplier`, with weight decay `optim.predictor_weight_decay` (negative: the
+  same as `optim.weight_decay`), the separate predictor lr and wd of the non-contrastive dynamics
+  study (Tian et al. 2021).
+- 'bias_and_norm', biases and BatchNorm parameters where an objective trains them at their own
+  rate (Barlow Twins: 0.0048 against the weights' 0.2): the schedule times
+  `optim.bias_and_norm_lr_multiplier`, weight decay `optim.weight_decay`.
+A group's fields set to anything but their neutral values while no parameter is in that group is
+an error: the setting would otherwise be silently ignored. The learning rate is applied by one
+transformation holding one step count, so the groups can never drift apart in steps.
 
 Update rules (all with decoupled lr so the group lr can be the one differing piece):
 - 'sgd': PyTorch SGD, as MoCo and SimSiam use it: weight decay is added to the gradient *before*
@@ -33,7 +39,14 @@ Schedule = Callable[[jax.Array | int], jax.Array]
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 LR_SCHEDULES = ("cosine", "constant")
-PARAM_GROUPS = ("default", "predictor")
+PARAM_GROUPS = ("default", "predictor", "bias_and_norm")
+# The config fields that set each group apart, with their neutral values (the group then behaves
+# as 'default').
+GROUP_FIELDS = {
+    "predictor": {"predictor_schedule": "same", "predictor_lr_multiplier": 1.0,
+                  "predictor_weight_decay": -1.0},
+    "bias_and_norm": {"bias_and_norm_lr_multiplier": 1.0},
+}
 PREDICTOR_SCHEDULES = ("same", "constant")
 LARS_TRUST_COEFFICIENT = 1e-3   # BYOL / You et al. 2017
 
@@ -127,14 +140,34 @@ def add_group_weight_decay(decays: Mapping[str, float], param_labels: PyTree | C
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
+def check_groups_in_use(optim_config: ml_collections.ConfigDict, labels: PyTree) -> None:
+  """Refuses a group's own setting (e.g. `optim.predictor_lr_multiplier`) when no parameter is in
+  that group, naming the groups the parameters are in and the fields of each."""
+  used = sorted(set(jax.tree.leaves(labels)))
+  group_fields = {name: sorted(fields) for name, fields in GROUP_FIELDS.items()}
+  for group, fields in GROUP_FIELDS.items():
+    if group in used:
+      continue
+    for field, neutral in fields.items():
+      value = optim_config.get(field, neutral)
+      # Any negative predictor weight decay means "as everything else", not only -1.
+      unchanged = value < 0 if field == "predictor_weight_decay" else value == neutral
+      if not unchanged:
+        raise ValueError(
+            f"optim.{field}={value!r} sets the {group!r} parameter group, but no parameter is in "
+            f"it (the objective's groups: {used}); leave it at {neutral!r}. Fields of each "
+            f"group: {group_fields}")
+
+
 def build_optimizer(optim_config: ml_collections.ConfigDict, total_steps: int,
                     steps_per_epoch: int, global_batch_size: int,
                     param_labels: PyTree | Callable[[PyTree], PyTree] | None = None
                     ) -> tuple[optax.GradientTransformation, Schedule]:
   """Returns (optimiser, default-group lr schedule).
 
-  `param_labels`: a pytree like the params with leaves 'default' / 'predictor' (e.g.
-  `Objective.param_labels(params)`), a function params -> such a tree, or None (all 'default').
+  `param_labels`: a pytree like the params with leaves from `PARAM_GROUPS` (e.g.
+  `Objective.param_labels(params)`, then checked by `check_groups_in_use`), a function params ->
+  such a tree, or None (all 'default').
   """
   name = optim_config.name
   if name not in OPTIMIZERS:
@@ -151,15 +184,21 @@ def build_optimizer(optim_config: ml_collections.ConfigDict, total_steps: int,
     predictor_lr = lambda step: jnp.asarray(predictor_multiplier * peak, jnp.float32)
   else:
     predictor_lr = lambda step: predictor_multiplier * lr_schedule(step)
-  schedules = {"default": lr_schedule, "predictor": predictor_lr}
+  bias_and_norm_multiplier = float(optim_config.get("bias_and_norm_lr_multiplier", 1.0))
+  bias_and_norm_lr = lambda step: bias_and_norm_multiplier * lr_schedule(step)
+  schedules = {"default": lr_schedule, "predictor": predictor_lr,
+               "bias_and_norm": bias_and_norm_lr}
   if param_labels is None:
     param_labels = lambda tree: jax.tree.map(lambda _: "default", tree)
+  if not callable(param_labels):
+    check_groups_in_use(optim_config, param_labels)
   group_lr = scale_by_group_learning_rate(schedules, param_labels)
 
   weight_decay = float(optim_config.weight_decay)
   predictor_weight_decay = float(optim_config.get("predictor_weight_decay", -1.0))
   decays = {"default": weight_decay,
-            "predictor": weight_decay if predictor_weight_decay < 0 else predictor_weight_decay}
+            "predictor": weight_decay if predictor_weight_decay < 0 else predictor_weight_decay,
+            "bias_and_norm": weight_decay}
   exclude = bool(optim_config.exclude_bias_and_norm)
   decay_mask = _is_matrix_or_kernel if exclude else None
   group_weight_decay = add_group_weight_decay(decays, param_labels, decay_mask)

@@ -23,7 +23,7 @@ from ssl_jax import collapse
 from ssl_jax import ema as ema_lib
 from ssl_jax import monitoring
 from ssl_jax import sharding as sharding_lib
-from ssl_jax.objectives.base import Objective
+from ssl_jax.objectives.base import LossInputs, Objective
 from ssl_jax.train_state import TrainState
 
 
@@ -65,9 +65,10 @@ def make_train_step(
 
     def loss_fn(params):
       with jax.named_scope("loss"):
-        return objective.loss(params, state.batch_stats, state.target_params,
-                              state.target_batch_stats, state.objective_state, views, loss_rng,
-                              state.step)
+        return objective.loss(LossInputs(
+            params=params, batch_stats=state.batch_stats, views=views, rng=loss_rng,
+            step=state.step, target_params=state.target_params,
+            target_batch_stats=state.target_batch_stats, objective_state=state.objective_state))
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     with jax.named_scope("optimizer"):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from engine_helpers import fast_jit
-from ssl_jax.objectives import OBJECTIVES, build_objective
+from ssl_jax.objectives import OBJECTIVES, LossInputs, build_objective
 from ssl_jax.objectives.barlow_twins import BarlowTwins, barlow_twins_loss, cross_correlation
 from ssl_jax.objectives.simclr import SimClr, nt_xent
 
@@ -340,8 +340,8 @@ def test_init_builds_the_papers_heads():
 
 def test_barlow_twins_bias_and_norm_parameter_group():
   """bias_lr_group: every BN scale / offset (the 1-D leaves, backbone and projector) goes to the
-  optimiser's second group, whose lr the config sets to the paper's bias rate; kernels stay in
-  'default'. Off: everything is 'default'."""
+  optimiser's 'bias_and_norm' group, whose lr the config sets to the paper's bias rate; kernels
+  stay in 'default'. Off: everything is 'default'."""
   objective = BarlowTwins(barlow_twins_config(), 1)
   params = jax.eval_shape(functools.partial(objective.init, image_shape=IMAGE_SHAPE),
                           jax.random.key(0))[0]
@@ -351,10 +351,10 @@ def test_barlow_twins_bias_and_norm_parameter_group():
   kinds = {path[-1].key for path, _ in leaves}
   assert kinds == {"kernel", "scale", "bias"}
   for path, leaf in leaves:
-    want = "default" if path[-1].key == "kernel" else "predictor"
+    want = "default" if path[-1].key == "kernel" else "bias_and_norm"
     assert label_of[path] == want, jax.tree_util.keystr(path)
-  assert {label_of[path] for path, _ in leaves if path[0].key == "projector"} == {"default",
-                                                                                  "predictor"}
+  assert {label_of[path] for path, _ in leaves if path[0].key == "projector"} == {
+      "default", "bias_and_norm"}
   off = BarlowTwins(barlow_twins_config(bias_lr_group=False), 1).param_labels(params)
   assert set(jax.tree.leaves(off)) == {"default"}
 
@@ -377,8 +377,8 @@ def test_registered_and_bad_values_rejected():
 
 def objective_loss_and_grads(objective, params, batch_stats, images):
   def loss_fn(params):
-    return objective.loss(params, batch_stats, {}, {}, {}, images, jax.random.key(0),
-                          jnp.zeros([], jnp.int32))
+    return objective.loss(LossInputs(params=params, batch_stats=batch_stats, views=images,
+                                     rng=jax.random.key(0), step=jnp.zeros([], jnp.int32)))
   return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
 
@@ -429,9 +429,9 @@ def test_simclr_end_to_end():
         "joint": objective_loss_and_grads(objectives["joint"], params, batch_stats,
                                           (view_1, view_2)),
         # The gradient path is the same in both modes: the loss alone suffices here.
-        "per_view": (objectives["per_view"].loss(params, batch_stats, {}, {}, {},
-                                                 (view_1, view_2), jax.random.key(0),
-                                                 jnp.zeros([], jnp.int32)), None),
+        "per_view": (objectives["per_view"].loss(LossInputs(
+            params=params, batch_stats=batch_stats, views=(view_1, view_2),
+            rng=jax.random.key(0), step=jnp.zeros([], jnp.int32))), None),
     }
     return (joint[:BATCH], joint[BATCH:]), per_view, results
 

@@ -21,6 +21,7 @@ import pytest
 from engine_helpers import fast_jit, host_batches, small_config
 from ssl_jax import eigenspace, optim, train
 from ssl_jax import step as step_lib
+from ssl_jax.objectives import LossInputs
 from ssl_jax.objectives import predictor_from_correlation as correlation_lib
 from ssl_jax.objectives.byol import Byol
 from ssl_jax.objectives.directcopy import DirectCopy
@@ -144,8 +145,10 @@ def test_directpred_steps_set_w_from_the_ema_of_f_every_freq_steps():
 
   @fast_jit
   def run(objective_state, view_1, view_2, step):
-    loss, aux = objective.loss(params, batch_stats, target_params, target_batch_stats,
-                               objective_state, (view_1, view_2), jax.random.key(0), step)
+    loss, aux = objective.loss(LossInputs(
+        params=params, batch_stats=batch_stats, views=(view_1, view_2), rng=jax.random.key(0),
+        step=step, target_params=target_params, target_batch_stats=target_batch_stats,
+        objective_state=objective_state))
     online = [apply_train(objective, params, batch_stats, v, use_predictor=False)["projection"]
               for v in (view_1, view_2)]
     target = [apply_train(objective, target_params, target_batch_stats, v,
@@ -186,8 +189,10 @@ def test_directcopy_sets_w_from_f_and_rejects_unknown_normalization():
 
   @fast_jit
   def run():
-    _, aux = objective.loss(params, batch_stats, target_params, target_batch_stats, state,
-                            (view_1, view_2), jax.random.key(0), jnp.int32(0))
+    _, aux = objective.loss(LossInputs(
+        params=params, batch_stats=batch_stats, views=(view_1, view_2), rng=jax.random.key(0),
+        step=jnp.int32(0), target_params=target_params, target_batch_stats=target_batch_stats,
+        objective_state=state))
     return aux.extras
 
   extras = run()
@@ -239,8 +244,10 @@ def test_simsiam_ema_target_gives_z_and_stop_gradient_ablation():
 
   @fast_jit
   def run():
-    loss, aux = objective.loss(params, batch_stats, target_params, target_batch_stats, state,
-                               (view_1, view_2), jax.random.key(0), jnp.int32(0))
+    loss, aux = objective.loss(LossInputs(
+        params=params, batch_stats=batch_stats, views=(view_1, view_2), rng=jax.random.key(0),
+        step=jnp.int32(0), target_params=target_params, target_batch_stats=target_batch_stats,
+        objective_state=state))
     online = [apply_train(objective, params, batch_stats, v) for v in (view_1, view_2)]
     target = [apply_train(objective, target_params, target_batch_stats, v, use_predictor=False)
               for v in (view_1, view_2)]

@@ -18,7 +18,8 @@ def optim_config(**overrides) -> ml_collections.ConfigDict:
   fields = dict(name="sgd", base_lr=0.1, lr_batch_scale=256, schedule="constant",
                 warmup_epochs=0.0, momentum=0.9, nesterov=False, weight_decay=0.01,
                 exclude_bias_and_norm=False, predictor_schedule="same",
-                predictor_lr_multiplier=1.0, predictor_weight_decay=-1.0)
+                predictor_lr_multiplier=1.0, predictor_weight_decay=-1.0,
+                bias_and_norm_lr_multiplier=1.0)
   fields.update(overrides)
   return ml_collections.ConfigDict(fields)
 
@@ -245,6 +246,44 @@ def test_predictor_group_has_its_own_lr_multiplier_and_weight_decay():
   np.testing.assert_allclose(updates["predictor"]["w"],
                              -lr * (grads["predictor"]["w"] + 0.01 * params["predictor"]["w"]),
                              rtol=1e-5)
+
+
+def test_bias_and_norm_group_has_its_own_lr_multiplier_and_the_default_weight_decay():
+  """The group Barlow Twins trains its biases and BN parameters in: its own rate, nothing else
+  apart (the predictor's settings do not reach it)."""
+  rng = np.random.default_rng(4)
+  params = {"kernel": rng.normal(size=(3, 2)).astype(np.float32),
+            "bias": rng.normal(size=(2,)).astype(np.float32)}
+  grads = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
+  labels = {"kernel": "default", "bias": "bias_and_norm"}
+  config = optim_config(momentum=0.0, weight_decay=0.01, bias_and_norm_lr_multiplier=0.024)
+  transform, _ = optim.build_optimizer(config, 10, 5, 256, labels)
+  updates, _ = transform.update(grads, transform.init(params), params)
+  lr = 0.1
+  np.testing.assert_allclose(updates["kernel"], -lr * (grads["kernel"] + 0.01 * params["kernel"]),
+                             rtol=1e-5)
+  np.testing.assert_allclose(updates["bias"],
+                             -0.024 * lr * (grads["bias"] + 0.01 * params["bias"]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("field, value, group", [
+    ("predictor_lr_multiplier", 0.024, "predictor"),
+    ("predictor_schedule", "constant", "predictor"),
+    ("predictor_weight_decay", 0.0, "predictor"),
+    ("bias_and_norm_lr_multiplier", 0.024, "bias_and_norm"),
+])
+def test_a_groups_setting_without_parameters_in_that_group_is_rejected(field, value, group):
+  """E.g. Barlow Twins' bias rate set on the predictor group (where it lived before it had a
+  group of its own) would otherwise be silently ignored."""
+  labels = {"kernel": "default", "bias": "default"}
+  with pytest.raises(ValueError, match=rf"optim.{field}=.* sets the '{group}' parameter group, "
+                                       rf"but no parameter is in it .*\['default'\]"):
+    optim.build_optimizer(optim_config(**{field: value}), 10, 5, 256, labels)
+  labels["bias"] = group
+  optim.build_optimizer(optim_config(**{field: value}), 10, 5, 256, labels)
+  # Any negative predictor weight decay means "as 'default'": nothing set apart.
+  optim.build_optimizer(optim_config(predictor_weight_decay=-0.5), 10, 5, 256,
+                        {"kernel": "default"})
 
 
 def test_ema_disabled_gives_tau_zero_whatever_the_schedule():

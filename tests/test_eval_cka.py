@@ -1,10 +1,22 @@
 """CKA against an independent NumPy computation, and its invariances."""
 
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
+from configs import common
+from ssl_jax import export, models
 from ssl_jax.evaluation import cka
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _numpy_linear_cka(x, y):
@@ -95,6 +107,56 @@ def test_subset_average_matches_numpy_on_the_same_subsets():
   assert size == 100
   np.testing.assert_allclose(mean, expected.mean(0), atol=1e-5)
   np.testing.assert_allclose(std, expected.std(0), atol=1e-5)
+
+
+def test_median_sigma_subset_average_matches_eager_and_numpy():
+  """The median bandwidth through the jitted subset path (where a boolean mask once made it fail)
+  gives, subset by subset, what the eager `cka` and the NumPy computation give."""
+  x, y = _related(7, 150)
+  z = x[:, :4] ** 2
+  mean, std, size = cka.subset_cka_matrix([x, z], [y], kernel="rbf", sigma=1.0,
+                                          sigma_mode="median", num_subsets=3, subset_size=60,
+                                          seed=2)
+  rng = np.random.default_rng(2)
+  eager, expected = np.zeros((3, 2, 1)), np.zeros((3, 2, 1))
+  for s in range(3):
+    index = np.sort(rng.choice(150, 60, replace=False))
+    for r, representation in enumerate((x, z)):
+      eager[s, r, 0] = cka.cka(representation[index], y[index], "rbf", sigma=1.0,
+                               sigma_mode="median")
+      expected[s, r, 0] = _numpy_rbf_cka(representation[index], y[index], 1.0, "median")
+  assert size == 60
+  np.testing.assert_allclose(mean, eager.mean(0), atol=1e-6)
+  np.testing.assert_allclose(mean, expected.mean(0), atol=1e-5)
+  np.testing.assert_allclose(std, expected.std(0), atol=1e-5)
+  # The median bandwidth is not the fixed one here: the comparison tells the modes apart.
+  fixed, _, _ = cka.subset_cka_matrix([x, z], [y], kernel="rbf", sigma=1.0, num_subsets=3,
+                                      subset_size=60, seed=2)
+  assert np.max(np.abs(fixed - mean)) > 0.01
+
+
+def test_cka_eval_config_with_median_sigma_runs(tmp_path):
+  """configs/eval/cka.py with --config.cka.rbf_sigma_mode=median, run as a user runs it, on a
+  small random encoder compared with itself: both kernels give a unit diagonal."""
+  model_config = ml_collections.ConfigDict(dict(name="resnet10", stem="cifar", width=4,
+                                                dtype="float32"))
+  module = models.build_backbone(model_config)
+  variables = jax.jit(lambda key: module.init(key, jnp.zeros((1, 16, 16, 3)), train=False))(
+      jax.random.key(1))
+  encoder_dir = export.export_encoder(str(tmp_path / "encoder"), model_config=model_config,
+                                      variables=variables, image_size=16,
+                                      mean=common.DIGITS_MEAN, std=common.DIGITS_STD)
+  command = [sys.executable, os.path.join(REPO, "main.py"), "--mode=eval",
+             "--config=" + os.path.join(REPO, "configs", "eval", "cka.py") + ":digits,tiny",
+             f"--config.encoder={encoder_dir}", "--config.cka.other_encoder=",
+             "--config.cka.rbf_sigma_mode=median", "--workdir=out"]
+  result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+  for kernel in ("linear", "rbf"):
+    matrix = np.asarray(results["kernels"][kernel]["matrix"])
+    assert matrix.shape == (4, 4) and np.all(np.isfinite(matrix))
+    np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-5)
 
 
 def test_subset_larger_than_the_data_uses_all_examples_once():

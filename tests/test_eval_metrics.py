@@ -1,5 +1,6 @@
 """kNN, linear probe and collapse monitors against independent computations."""
 
+import jax
 import numpy as np
 import numpy_references
 import pytest
@@ -91,3 +92,17 @@ def test_classification_auc_matches_sklearn_binary_and_one_vs_rest():
   two_class = np.stack([1 - probabilities[:, 4], probabilities[:, 4]], axis=1)
   assert metrics.classification_auc(binary, two_class) == pytest.approx(
       sk_metrics.roc_auc_score(binary, two_class[:, 1]), abs=1e-12)
+
+
+@pytest.mark.parametrize("rank", [1, 8])
+def test_rankme_of_a_collapsed_batch_is_its_rank(rank):
+  """A batch of 256 x 2048 float32 projections of known low rank, through the jitted monitor as
+  the train step runs it, against the same formula on the float64 SVD of the same numbers. The
+  square roots of the Gram matrix's float32 eigenvalues read 1.16 and 8.25 here."""
+  rng = np.random.default_rng(rank)
+  z = (rng.normal(size=(256, rank)) @ rng.normal(size=(rank, 2048))).astype(np.float32)
+  singular_values = np.linalg.svd(z.astype(np.float64), compute_uv=False)
+  p = singular_values / (singular_values.sum() + 1e-7) + 1e-7
+  expected = np.exp(-np.sum(p * np.log(p)))
+  assert abs(expected - rank) < 0.05 * rank   # the reference itself sees the collapse
+  assert float(jax.jit(collapse.rankme)(z)) == pytest.approx(expected, rel=1e-4)

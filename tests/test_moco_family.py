@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssl_jax.objectives import OBJECTIVES
+from ssl_jax.objectives import OBJECTIVES, LossInputs
 from ssl_jax.objectives import moco_intermediate
 from ssl_jax.objectives.moco_intermediate import MocoBarlowTwins, MocoMse
 from ssl_jax.objectives.moco_v1 import MocoV1
@@ -166,8 +166,10 @@ def test_moco_v1_head_is_one_linear_and_its_loss_is_moco_infonce():
   def run():
     queries = apply_train(objective, params, batch_stats, view_1)
     keys = apply_train(objective, target_params, target_batch_stats, view_2)
-    loss, aux = objective.loss(params, batch_stats, target_params, target_batch_stats, state,
-                               (view_1, view_2), jax.random.key(0), ZERO_STEP)
+    loss, aux = objective.loss(LossInputs(
+        params=params, batch_stats=batch_stats, views=(view_1, view_2), rng=jax.random.key(0),
+        step=ZERO_STEP, target_params=target_params, target_batch_stats=target_batch_stats,
+        objective_state=state))
     return queries, keys, loss, aux, contrastive_loss(queries["projection"],
                                                       keys["projection"], state["queue"],
                                                       TEMPERATURE)
@@ -203,8 +205,10 @@ def test_per_device_bn_normalises_each_group_with_its_own_statistics():
 
   @fast_jit
   def run():
-    _, aux = per_device.loss(params, batch_stats, target_params, target_batch_stats, state,
-                             (view_1, view_2), jax.random.key(0), ZERO_STEP)
+    _, aux = per_device.loss(LossInputs(
+        params=params, batch_stats=batch_stats, views=(view_1, view_2), rng=jax.random.key(0),
+        step=ZERO_STEP, target_params=target_params, target_batch_stats=target_batch_stats,
+        objective_state=state))
     halves = [(apply_train(global_bn, params, batch_stats, view_1[s])["projection"],
                apply_train(global_bn, target_params, target_batch_stats, view_2[s])["projection"])
               for s in (slice(0, half), slice(half, None))]
@@ -235,8 +239,10 @@ def test_symmetric_moco_with_one_queue_per_view_matches_numpy():
     projections = [apply_train(objective, *variables, view)["projection"]
                    for variables in ((params, batch_stats), (target_params, target_batch_stats))
                    for view in (view_1, view_2)]
-    loss, aux = objective.loss(params, batch_stats, target_params, target_batch_stats, state,
-                               (view_1, view_2), jax.random.key(2), ZERO_STEP)
+    loss, aux = objective.loss(LossInputs(
+        params=params, batch_stats=batch_stats, views=(view_1, view_2), rng=jax.random.key(2),
+        step=ZERO_STEP, target_params=target_params, target_batch_stats=target_batch_stats,
+        objective_state=state))
     return projections, loss, aux, objective.update_objective_state(state, aux.extras)
 
   (q1, q2, k1, k2), loss, aux, new_state = run()
@@ -287,8 +293,10 @@ def run_intermediate(objective, seed: int):
   @fast_jit
   def run():
     def intermediate_part(params, target_params):
-      loss, aux = objective.loss(params, batch_stats, target_params, target_batch_stats, state,
-                                 (view_1, view_2), jax.random.key(0), ZERO_STEP)
+      loss, aux = objective.loss(LossInputs(
+          params=params, batch_stats=batch_stats, views=(view_1, view_2),
+          rng=jax.random.key(0), step=ZERO_STEP, target_params=target_params,
+          target_batch_stats=target_batch_stats, objective_state=state))
       return loss - aux.metrics["info_nce"], (loss, aux)
 
     (_, (loss, aux)), grads = jax.value_and_grad(intermediate_part, argnums=(0, 1),

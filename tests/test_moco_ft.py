@@ -22,7 +22,7 @@ import pytest
 from configs import moco_ft as moco_ft_config
 from engine_helpers import fast_jit
 from ssl_jax import plots
-from ssl_jax.objectives import OBJECTIVES, moco_ft
+from ssl_jax.objectives import OBJECTIVES, LossInputs, moco_ft
 from ssl_jax.objectives.moco_ft import MocoFT, TransformDraws
 from ssl_jax.objectives.moco_v2 import MocoV2
 from ssl_jax.plots import feature_transform_scores
@@ -303,8 +303,10 @@ def test_end_to_end_loss_metrics_queue_and_gradients():
   @fast_jit
   def run():
     def loss_fn(params, target_params):
-      return objective.loss(params, batch_stats, target_params, target_batch_stats, state,
-                            (view_1, view_2), rng, jnp.asarray(3, jnp.int32))
+      return objective.loss(LossInputs(
+          params=params, batch_stats=batch_stats, views=(view_1, view_2), rng=rng,
+          step=jnp.asarray(3, jnp.int32), target_params=target_params,
+          target_batch_stats=target_batch_stats, objective_state=state))
 
     (loss, aux), (grads, target_grads) = jax.value_and_grad(
         loss_fn, argnums=(0, 1), has_aux=True)(params, target_params)
@@ -363,8 +365,10 @@ def test_start_epoch_and_moco_v2_equivalence_with_shuffle_bn():
   @fast_jit
   def run():
     def loss_at(objective, step):
-      return objective.loss(params, batch_stats, target_params, target_batch_stats, state,
-                            images, rng, jnp.asarray(step, jnp.int32))
+      return objective.loss(LossInputs(
+          params=params, batch_stats=batch_stats, views=images, rng=rng,
+          step=jnp.asarray(step, jnp.int32), target_params=target_params,
+          target_batch_stats=target_batch_stats, objective_state=state))
     return loss_at(moco, 19), loss_at(late, 19), loss_at(late, 20)
 
   (moco_loss, moco_aux), (before_loss, before_aux), (after_loss, after_aux) = run()

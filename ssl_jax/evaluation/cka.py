@@ -35,6 +35,14 @@ def _squared_distances(x: jax.Array) -> jax.Array:
   return jnp.maximum(norms[:, None] + norms[None, :] - 2.0 * (x @ x.T), 0.0)
 
 
+def _off_diagonal(matrix: jax.Array) -> jax.Array:
+  """The n (n - 1) off-diagonal entries of an (n, n) matrix, with static shapes (a boolean mask
+  has a data-dependent size and fails inside jit): dropping the last entry of the flattened
+  matrix leaves n - 1 rows of n + 1 that each start with a diagonal entry."""
+  n = matrix.shape[0]
+  return matrix.reshape(-1)[:-1].reshape(n - 1, n + 1)[:, 1:].reshape(-1)
+
+
 def rbf_gram(x: jax.Array, sigma: float, sigma_mode: str = "fixed") -> jax.Array:
   if sigma_mode == "fixed":
     x = x / jnp.maximum(jnp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -42,9 +50,8 @@ def rbf_gram(x: jax.Array, sigma: float, sigma_mode: str = "fixed") -> jax.Array
     bandwidth_squared = sigma ** 2
   elif sigma_mode == "median":
     squared = _squared_distances(x)
-    off_diagonal = squared[~jnp.eye(x.shape[0], dtype=bool)]
     # Median of distances = sqrt of the median of squared distances (monotone).
-    bandwidth_squared = sigma ** 2 * jnp.median(off_diagonal)
+    bandwidth_squared = sigma ** 2 * jnp.median(_off_diagonal(squared))
   else:
     raise ValueError(f"unknown rbf sigma mode {sigma_mode!r}; allowed: {list(RBF_SIGMA_MODES)}")
   return jnp.exp(-squared / (2.0 * bandwidth_squared))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ml_collections
 
 from ssl_jax.objectives.barlow_twins import BarlowTwins
-from ssl_jax.objectives.base import LossOutput, Objective
+from ssl_jax.objectives.base import LossInputs, LossOutput, Objective
 from ssl_jax.objectives.byol import Byol
 from ssl_jax.objectives.directcopy import DirectCopy
 from ssl_jax.objectives.directpred import DirectPred
@@ -15,6 +15,7 @@ from ssl_jax.objectives.moco_v1 import MocoV1
 from ssl_jax.objectives.moco_v2 import MocoV2
 from ssl_jax.objectives.simclr import SimClr
 from ssl_jax.objectives.simsiam import SimSiam
+from ssl_jax.objectives.vicreg import VicReg
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "moco_v2": MocoV2,
@@ -28,6 +29,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "directcopy": DirectCopy,
     "barlow_twins": BarlowTwins,
     "simclr": SimClr,
+    "vicreg": VicReg,
 }
 
 
@@ -39,4 +41,4 @@ def build_objective(config: ml_collections.ConfigDict, num_batch_shards: int) ->
   return OBJECTIVES[name](config, num_batch_shards)
 
 
-__all__ = ["LossOutput", "OBJECTIVES", "Objective", "build_objective"]
+__all__ = ["LossInputs", "LossOutput", "OBJECTIVES", "Objective", "build_objective"]

@@ -22,13 +22,13 @@ Projector (official main.py): `proj_layers` Linear layers; the hidden ones Linea
 
 Learning rate of biases and BN parameters (`objective_config.bias_lr_group`): the paper trains
 them at 0.0048 x batch/256 while the weights get 0.2 x batch/256 (LARS adapts only the weights).
-The engine has one second parameter group, named 'predictor' after its first user, whose lr is
-`optim.predictor_lr_multiplier` x the schedule; with `bias_lr_group=True` every 1-D leaf (BN scale
-and offset; the projector has no biases) is put in that group, and the config sets the multiplier
-to 0.0048 / 0.2 = 0.024. This matters: the loss sums ~d^2 terms, and with the BN parameters at
-the weights' rate a tiny LARS run (ResNet-10 width 4, batch 32, lr 0.05 x batch/256) moved
-parameters by up to 0.1 in its first step, and its 8-device and 1-device versions, 2e-7 apart
-after one step, were 1.6 apart after 20; with the paper's bias rate they stayed within 2e-6.
+With `bias_lr_group=True` every 1-D leaf (BN scale and offset; the projector has no biases) goes
+to the optimiser's 'bias_and_norm' group, whose lr is `optim.bias_and_norm_lr_multiplier` x the
+schedule, and the config sets the multiplier to 0.0048 / 0.2 = 0.024. This matters: the loss
+sums ~d^2 terms, and with the BN parameters at the weights' rate a tiny LARS run (ResNet-10
+width 4, batch 32, lr 0.05 x batch/256) moved parameters by up to 0.1 in its first step, and its
+8-device and 1-device versions, 2e-7 apart after one step, were 1.6 apart after 20; with the
+paper's bias rate they stayed within 2e-6.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_backbone
-from ssl_jax.objectives.base import LossOutput, Objective, PyTree
+from ssl_jax.objectives.base import LossInputs, LossOutput, Objective, PyTree
 
 # torch.nn.BatchNorm1d's default epsilon, used by the official code's affine-free BN on z.
 BATCH_NORM_EPSILON = 1e-5
@@ -115,19 +115,18 @@ class BarlowTwins(Objective):
 
   def param_labels(self, params: PyTree) -> PyTree:
     """With `bias_lr_group`, biases and BN parameters (the 1-D leaves, as the official code's
-    `param.ndim == 1` split) form the second optimiser group; else everything is 'default'."""
+    `param.ndim == 1` split) form the 'bias_and_norm' group; else everything is 'default'."""
     if not self.bias_lr_group:
       return super().param_labels(params)
-    return jax.tree.map(lambda leaf: "predictor" if len(leaf.shape) == 1 else "default", params)
+    return jax.tree.map(lambda leaf: "bias_and_norm" if len(leaf.shape) == 1 else "default",
+                        params)
 
-  def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
-           target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
-           rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossOutput]:
-    del target_params, target_batch_stats, objective_state, rng, step
+  def loss(self, inputs: LossInputs) -> tuple[jax.Array, LossOutput]:
+    views = inputs.views
     if len(views) < 2:
       raise ValueError(f"Barlow Twins needs 2 views per image, got {len(views)}")
-    outputs_1, batch_stats = self.train_forward(params, batch_stats, views[0])
-    outputs_2, batch_stats = self.train_forward(params, batch_stats, views[1])
+    outputs_1, batch_stats = self.train_forward(inputs.params, inputs.batch_stats, views[0])
+    outputs_2, batch_stats = self.train_forward(inputs.params, batch_stats, views[1])
     z1, z2 = outputs_1["projection"], outputs_2["projection"]
     loss, on_diagonal, off_diagonal = barlow_twins_loss(z1, z2, self.lambda_offdiag)
     return loss, LossOutput(

@@ -10,7 +10,8 @@ Conventions
   `backbone`, `projector` and (where there is one) `predictor`.
 - The EMA target holds only the keys named in `target_keys` (never the predictor), and keeps its
   own BatchNorm statistics, updated by its own forward passes, not by EMA.
-- `views` is a tuple of float32 arrays (N, H, W, C), already augmented and normalised.
+- `loss` reads what it needs from one `LossInputs`; an objective without a target or a state of
+  its own simply never looks at those fields.
 - Everything here is pure and traced inside the one jitted train step.
 """
 
@@ -19,10 +20,30 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar, NamedTuple
 
+import flax.struct
 import jax
 import ml_collections
 
 PyTree = Any
+
+
+@flax.struct.dataclass
+class LossInputs:
+  """Everything `Objective.loss` may read, built inside the train step for each step.
+
+  One structure rather than eight positional arguments, so that an objective names only the
+  fields it uses and a new field reaches every objective without touching their signatures. The
+  fields without a default are what every objective is given; the defaults are what the step
+  holds for an objective without an EMA target or a state of its own."""
+
+  params: PyTree               # online params: what the loss is differentiated with respect to
+  batch_stats: PyTree          # online BN statistics before this step's forward passes
+  views: tuple[jax.Array, ...]   # float32 (N, H, W, C) each, already augmented and normalised
+  rng: jax.Array               # this step's key for the objective's own draws (e.g. shuffle-BN)
+  step: jax.Array              # int32 count of steps taken before this one (for schedules)
+  target_params: PyTree = flax.struct.field(default_factory=dict)        # EMA target's params
+  target_batch_stats: PyTree = flax.struct.field(default_factory=dict)   # and its BN statistics
+  objective_state: PyTree = flax.struct.field(default_factory=dict)      # e.g. the MoCo queue
 
 
 class LossOutput(NamedTuple):
@@ -62,21 +83,8 @@ class Objective(abc.ABC):
     return {}
 
   @abc.abstractmethod
-  def loss(
-      self,
-      params: PyTree,
-      batch_stats: PyTree,
-      target_params: PyTree,
-      target_batch_stats: PyTree,
-      objective_state: PyTree,
-      views: tuple[jax.Array, ...],
-      rng: jax.Array,
-      step: jax.Array,
-  ) -> tuple[jax.Array, LossOutput]:
-    """Scalar loss (differentiated w.r.t. `params`) and the auxiliary outputs.
-
-    `step` is the int32 count of steps taken before this one (for schedules inside objectives,
-    e.g. FT's start epoch or DirectPred's update frequency)."""
+  def loss(self, inputs: LossInputs) -> tuple[jax.Array, LossOutput]:
+    """Scalar loss (differentiated w.r.t. `inputs.params`) and the auxiliary outputs."""
 
   def train_forward(self, params: PyTree, batch_stats: PyTree, images: jax.Array,
                     **kwargs) -> tuple[dict[str, jax.Array], PyTree]:
@@ -105,8 +113,9 @@ class Objective(abc.ABC):
     return params
 
   def param_labels(self, params: PyTree) -> PyTree:
-    """Optimiser group of each parameter leaf: 'predictor' for the predictor head (its learning
-    rate and weight decay can be set apart, `config.optim.predictor_*`), 'default' otherwise."""
+    """Optimiser group of each parameter leaf, one of `ssl_jax.optim.PARAM_GROUPS`: 'predictor'
+    for the predictor head (its learning rate and weight decay can be set apart,
+    `config.optim.predictor_*`), 'default' otherwise."""
     return {group: jax.tree.map(lambda _, group=group: ("predictor" if group == "predictor"
                                                         else "default"), subtree)
             for group, subtree in params.items()}

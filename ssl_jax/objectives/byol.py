@@ -26,7 +26,7 @@ import ml_collections
 
 from ssl_jax import losses
 from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_backbone
-from ssl_jax.objectives.base import LossOutput, Objective, PyTree
+from ssl_jax.objectives.base import LossInputs, LossOutput, Objective, PyTree
 from ssl_jax.objectives.predictor_options import PredictorOptions
 
 
@@ -95,12 +95,10 @@ class Byol(Objective):
                                                        use_predictor=False)
     return (online_1, online_2), (target_1, target_2), batch_stats, target_batch_stats
 
-  def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
-           target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
-           rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossOutput]:
-    del rng, step
+  def loss(self, inputs: LossInputs) -> tuple[jax.Array, LossOutput]:
     (online_1, online_2), (target_1, target_2), batch_stats, target_batch_stats = (
-        self.forward_views(params, batch_stats, target_params, target_batch_stats, views))
+        self.forward_views(inputs.params, inputs.batch_stats, inputs.target_params,
+                           inputs.target_batch_stats, inputs.views))
     loss = byol_loss(online_1["prediction"], online_2["prediction"],
                      target_1["projection"], target_2["projection"])
     return loss, LossOutput(
@@ -108,7 +106,7 @@ class Byol(Objective):
         target_batch_stats=target_batch_stats,
         projections=online_1["projection"].astype(jnp.float32),
         extras=self.predictor_options.loss_extras(
-            objective_state, (online_1["projection"], online_2["projection"])),
+            inputs.objective_state, (online_1["projection"], online_2["projection"])),
         metrics={},
     )
 

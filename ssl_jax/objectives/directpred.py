@@ -37,7 +37,7 @@ import ml_collections
 
 from ssl_jax import eigenspace
 from ssl_jax.objectives import predictor_from_correlation as correlation_lib
-from ssl_jax.objectives.base import LossOutput, PyTree
+from ssl_jax.objectives.base import LossInputs, LossOutput, PyTree
 from ssl_jax.objectives.byol import Byol, byol_loss
 
 
@@ -77,23 +77,21 @@ class DirectPred(Byol):
     return {"correlation": jnp.zeros((self.proj_dim, self.proj_dim), jnp.float32),
             "predictor_weights": initial_weights}
 
-  def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
-           target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
-           rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossOutput]:
-    del rng
+  def loss(self, inputs: LossInputs) -> tuple[jax.Array, LossOutput]:
     (online_1, online_2), (target_1, target_2), batch_stats, target_batch_stats = (
-        self.forward_views(params, batch_stats, target_params, target_batch_stats, views))
+        self.forward_views(inputs.params, inputs.batch_stats, inputs.target_params,
+                           inputs.target_batch_stats, inputs.views))
     projection_1, projection_2 = online_1["projection"], online_2["projection"]
-    weights = objective_state["predictor_weights"]
+    weights = inputs.objective_state["predictor_weights"]
     loss = byol_loss(correlation_lib.predict(projection_1, weights),
                      correlation_lib.predict(projection_2, weights),
                      target_1["projection"], target_2["projection"])
 
     correlation = correlation_lib.update_correlation(
-        objective_state["correlation"],
+        inputs.objective_state["correlation"],
         correlation_lib.batch_correlation((projection_1, projection_2)), self.correlation_rho)
     # lax.cond: the eigendecomposition runs only on the steps that set W.
-    new_weights = jax.lax.cond(step % self.freq == 0, self.predictor_weights,
+    new_weights = jax.lax.cond(inputs.step % self.freq == 0, self.predictor_weights,
                                lambda _: weights, correlation)
     return loss, LossOutput(
         batch_stats=batch_stats,

@@ -66,7 +66,7 @@ import ml_collections
 import optax
 
 from ssl_jax import losses
-from ssl_jax.objectives.base import LossOutput, PyTree
+from ssl_jax.objectives.base import LossInputs, LossOutput, PyTree
 from ssl_jax.objectives.moco_v2 import MocoV2, gather_rows
 
 DISTRIBUTIONS = ("beta", "uniform")
@@ -203,23 +203,22 @@ class MocoFT(MocoV2):
       keys = jax.lax.stop_gradient(keys)
     return queries, keys, queue
 
-  def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
-           target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
-           rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossOutput]:
+  def loss(self, inputs: LossInputs) -> tuple[jax.Array, LossOutput]:
+    views, rng = inputs.views, inputs.rng
     if len(views) < 2:
       raise ValueError(f"MoCo needs 2 views per image, got {len(views)}")
     view_1, view_2 = views[0], views[1]
     # The same split as MoCo v2: the second half shuffles view 2's key batch.
     _, shuffle_rng_2 = jax.random.split(rng)
-    projections, batch_stats = self._encode_queries(params, batch_stats, view_1)
-    keys, target_batch_stats = self.encode_keys(target_params, target_batch_stats, view_2,
-                                                shuffle_rng_2)
+    projections, batch_stats = self._encode_queries(inputs.params, inputs.batch_stats, view_1)
+    keys, target_batch_stats = self.encode_keys(inputs.target_params, inputs.target_batch_stats,
+                                                view_2, shuffle_rng_2)
     queries = losses.l2_normalize(projections)
-    queue = jax.lax.stop_gradient(objective_state["queue"].astype(jnp.float32))
+    queue = jax.lax.stop_gradient(inputs.objective_state["queue"].astype(jnp.float32))
 
     draws = self.draw_transform(rng, queries.shape[0], queries.shape[1])
     mixed_queries, mixed_keys, mixed_queue = self.transform(queries, keys, queue, draws)
-    active = (jnp.asarray(step) >= self.start_step) & (self.positive_transform
+    active = (jnp.asarray(inputs.step) >= self.start_step) & (self.positive_transform
                                                         or self.negative_transform)
     if self.start_step > 0:
       mixed_queries, mixed_keys, mixed_queue = (

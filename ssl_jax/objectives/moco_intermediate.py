@@ -50,7 +50,7 @@ import numpy as np
 
 from ssl_jax import losses
 from ssl_jax.models import COMPUTE_DTYPES, MLP
-from ssl_jax.objectives.base import LossOutput, PyTree
+from ssl_jax.objectives.base import LossInputs, LossOutput, PyTree
 from ssl_jax.objectives.moco_v1 import MocoV1
 from ssl_jax.objectives.moco_v2 import contrastive_loss
 
@@ -162,26 +162,25 @@ class MocoIntermediate(MocoV1):
                    key_stages: Sequence[jax.Array]) -> tuple[list[jax.Array], PyTree]:
     """(weighted loss of each stage, online batch_stats after any extra forward passes)."""
 
-  def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
-           target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
-           rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossOutput]:
-    del step
+  def loss(self, inputs: LossInputs) -> tuple[jax.Array, LossOutput]:
+    views, params, batch_stats = inputs.views, inputs.params, inputs.batch_stats
     if len(views) < 2:
       raise ValueError(f"MoCo needs 2 views per image, got {len(views)}")
     view_1, view_2 = views[0], views[1]
     # The same rng half as MocoV2's asymmetric loss shuffles view 2's keys with.
-    _, shuffle_rng = jax.random.split(rng)
+    _, shuffle_rng = jax.random.split(inputs.rng)
     network_variables = {"params": {key: params[key] for key in ("backbone", "projector")},
                          "batch_stats": {key: batch_stats[key] for key in batch_stats
                                          if key in ("backbone", "projector")}}
     query_outputs, mutated = self.network.apply(network_variables, view_1, train=True,
                                                 mutable=["batch_stats"])
     batch_stats = {**batch_stats, **mutated["batch_stats"]}
-    key_outputs, target_batch_stats = self.key_forward(target_params, target_batch_stats, view_2,
+    key_outputs, target_batch_stats = self.key_forward(inputs.target_params,
+                                                       inputs.target_batch_stats, view_2,
                                                        shuffle_rng)
     keys = losses.l2_normalize(key_outputs["projection"])
     info_nce, accuracy = contrastive_loss(query_outputs["projection"], keys,
-                                          objective_state["queue"], self.temperature)
+                                          inputs.objective_state["queue"], self.temperature)
     query_stages, key_stages = query_outputs["stages"], key_outputs["stages"]
     if len(query_stages) != NUM_STAGES:
       raise ValueError(f"intermediate-layer MoCo needs a backbone with {NUM_STAGES} stages, got "

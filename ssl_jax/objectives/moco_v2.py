@@ -39,7 +39,7 @@ import ml_collections
 
 from ssl_jax import losses
 from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_backbone
-from ssl_jax.objectives.base import LossOutput, Objective, PyTree
+from ssl_jax.objectives.base import LossInputs, LossOutput, Objective, PyTree
 
 BN_MODES = ("global", "per_device", "shuffle")
 SYMMETRIC_QUEUES = ("per_view", "shared")
@@ -192,19 +192,17 @@ class MocoV2(Objective):
     outputs, batch_stats = self.train_forward(params, batch_stats, images)
     return outputs["projection"], batch_stats
 
-  def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
-           target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
-           rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossOutput]:
-    del step
+  def loss(self, inputs: LossInputs) -> tuple[jax.Array, LossOutput]:
+    views, params, target_params = inputs.views, inputs.params, inputs.target_params
     if len(views) < 2:
       raise ValueError(f"MoCo needs 2 views per image, got {len(views)}")
     view_1, view_2 = views[0], views[1]
-    queue = objective_state["queue"]
-    shuffle_rng_1, shuffle_rng_2 = jax.random.split(rng)
+    queue = inputs.objective_state["queue"]
+    shuffle_rng_1, shuffle_rng_2 = jax.random.split(inputs.rng)
 
-    queries_1, batch_stats = self._encode_queries(params, batch_stats, view_1)
-    keys_2, target_batch_stats = self.encode_keys(target_params, target_batch_stats, view_2,
-                                                  shuffle_rng_2)
+    queries_1, batch_stats = self._encode_queries(params, inputs.batch_stats, view_1)
+    keys_2, target_batch_stats = self.encode_keys(target_params, inputs.target_batch_stats,
+                                                  view_2, shuffle_rng_2)
     if self.symmetric:
       queries_2, batch_stats = self._encode_queries(params, batch_stats, view_2)
       keys_1, target_batch_stats = self.encode_keys(target_params, target_batch_stats, view_1,
@@ -212,7 +210,7 @@ class MocoV2(Objective):
       if self.queue_per_view:
         loss, accuracy = symmetric_contrastive_loss(
             queries_1, queries_2, keys_1, keys_2, queue, self.temperature,
-            queue_of_view_2_keys=objective_state["queue_2"])
+            queue_of_view_2_keys=inputs.objective_state["queue_2"])
         new_keys = {"keys": keys_1, "keys_2": keys_2}
       else:
         loss, accuracy = symmetric_contrastive_loss(queries_1, queries_2, keys_1, keys_2, queue,

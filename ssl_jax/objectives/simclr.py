@@ -41,7 +41,7 @@ from flax.typing import Dtype
 
 from ssl_jax import losses
 from ssl_jax.models import COMPUTE_DTYPES, MLP, GroupedBatchNorm, SSLNetwork, build_backbone
-from ssl_jax.objectives.base import LossOutput, Objective, PyTree
+from ssl_jax.objectives.base import LossInputs, LossOutput, Objective, PyTree
 
 VIEW_BN_MODES = ("joint", "per_view")
 
@@ -130,10 +130,8 @@ class SimClr(Objective):
     outputs, batch_stats = self.train_forward(params, batch_stats, images)
     return outputs["projection"], batch_stats
 
-  def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
-           target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
-           rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossOutput]:
-    del target_params, target_batch_stats, objective_state, rng, step
+  def loss(self, inputs: LossInputs) -> tuple[jax.Array, LossOutput]:
+    views, params, batch_stats = inputs.views, inputs.params, inputs.batch_stats
     if len(views) < 2:
       raise ValueError(f"SimCLR needs 2 views per image, got {len(views)}")
     view_1, view_2 = views[0], views[1]

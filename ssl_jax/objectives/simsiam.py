@@ -32,7 +32,7 @@ import ml_collections
 
 from ssl_jax import losses
 from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_backbone
-from ssl_jax.objectives.base import LossOutput, Objective, PyTree
+from ssl_jax.objectives.base import LossInputs, LossOutput, Objective, PyTree
 from ssl_jax.objectives.predictor_options import PredictorOptions
 
 
@@ -93,21 +93,19 @@ class SimSiam(Objective):
     del rng, global_batch_size
     return self.predictor_options.init_state()
 
-  def loss(self, params: PyTree, batch_stats: PyTree, target_params: PyTree,
-           target_batch_stats: PyTree, objective_state: PyTree, views: tuple[jax.Array, ...],
-           rng: jax.Array, step: jax.Array) -> tuple[jax.Array, LossOutput]:
-    del rng, step
+  def loss(self, inputs: LossInputs) -> tuple[jax.Array, LossOutput]:
+    views = inputs.views
     if len(views) < 2:
       raise ValueError(f"SimSiam needs 2 views per image, got {len(views)}")
     # Separate forward per view, as the official code (each view has its own BN statistics).
-    outputs_1, batch_stats = self.train_forward(params, batch_stats, views[0])
-    outputs_2, batch_stats = self.train_forward(params, batch_stats, views[1])
+    outputs_1, batch_stats = self.train_forward(inputs.params, inputs.batch_stats, views[0])
+    outputs_2, batch_stats = self.train_forward(inputs.params, batch_stats, views[1])
     if self.uses_target:
       # The EMA target (train-mode BN, its own statistics, no predictor) gives the z branch.
       target_1, target_batch_stats = self.target_forward(
-          target_params, target_batch_stats, views[0], use_predictor=False)
+          inputs.target_params, inputs.target_batch_stats, views[0], use_predictor=False)
       target_2, target_batch_stats = self.target_forward(
-          target_params, target_batch_stats, views[1], use_predictor=False)
+          inputs.target_params, target_batch_stats, views[1], use_predictor=False)
       projections_1, projections_2 = target_1["projection"], target_2["projection"]
     else:
       projections_1, projections_2 = outputs_1["projection"], outputs_2["projection"]
@@ -119,7 +117,7 @@ class SimSiam(Objective):
         target_batch_stats=target_batch_stats,
         projections=outputs_1["projection"].astype(jnp.float32),
         extras=self.predictor_options.loss_extras(
-            objective_state, (outputs_1["projection"], outputs_2["projection"])),
+            inputs.objective_state, (outputs_1["projection"], outputs_2["projection"])),
         metrics={},
     )
 
