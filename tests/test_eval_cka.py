@@ -136,7 +136,7 @@ def test_median_sigma_subset_average_matches_eager_and_numpy():
 
 
 def test_cka_eval_config_with_median_sigma_runs(tmp_path):
-  """configs/eval/cka.py with --config.cka.rbf_sigma_mode=median, run as a user runs it, on a
+  """configs/eval/cka.py with --config.eval.cka.rbf_sigma_mode=median, run as a user runs it, on a
   small random encoder compared with itself: both kernels give a unit diagonal."""
   model_config = ml_collections.ConfigDict(dict(name="resnet10", stem="cifar", width=4,
                                                 dtype="float32"))
@@ -148,11 +148,12 @@ def test_cka_eval_config_with_median_sigma_runs(tmp_path):
                                       mean=common.DIGITS_MEAN, std=common.DIGITS_STD)
   command = [sys.executable, os.path.join(REPO, "main.py"), "--mode=eval",
              "--config=" + os.path.join(REPO, "configs", "eval", "cka.py") + ":digits,tiny",
-             f"--config.encoder={encoder_dir}", "--config.cka.other_encoder=",
-             "--config.cka.rbf_sigma_mode=median", "--workdir=out"]
+             f"--config.encoder={encoder_dir}", "--config.eval.cka.other_encoder=",
+             "--config.eval.cka.rbf_sigma_mode=median", "--workdir=out"]
   result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+  written = json.loads((tmp_path / "out" / "results.json").read_text())
+  results = written["evaluations"]["cka"]["results"]["encoder"]
   for kernel in ("linear", "rbf"):
     matrix = np.asarray(results["kernels"][kernel]["matrix"])
     assert matrix.shape == (4, 4) and np.all(np.isfinite(matrix))
