@@ -241,6 +241,9 @@ def evaluation_settings(tiny: bool) -> ml_collections.ConfigDict:
       evaluators=("knn", "linear"),
       # Rows beside the evaluated encoder (ssl_jax/evaluation/baselines.py).
       baselines=("random_init", "random_init_data_bn", "pixels"),
+      # An encoder exported by configs/supervised.py on the same preset and budget: adds the
+      # 'supervised' row ('' = none).
+      supervised_encoder="",
       batch_size=512,         # feature-extraction batch (padded to the device count)
       max_examples=-1,        # cap on the examples of each split (-1: all)
       # Weighted kNN (Wu et al. 2018): cosine similarity, votes weighted exp(similarity / T).

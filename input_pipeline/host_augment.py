@@ -114,7 +114,9 @@ def eval_resize(image: np.ndarray, size: int) -> np.ndarray:
 
 
 class TwoViewCrop(grain.transforms.RandomMap):
-  """grain transform: {'image', 'label'} -> {'view1', 'view2'}, independently cropped/flipped.
+  """grain transform: {'image', 'label'} -> {'view1', 'view2', 'label'}, the views independently
+  cropped/flipped; the label (int32: () or multi-hot (K,)) is carried for the supervised
+  baseline.
 
   Holds plain values, not the ConfigDict, so it pickles cheaply into grain worker processes.
   """
@@ -148,7 +150,8 @@ class TwoViewCrop(grain.transforms.RandomMap):
   def random_map(self, element: dict[str, Any], rng: np.random.Generator
                  ) -> dict[str, np.ndarray]:
     image = element["image"]
-    return {"view1": self._view(image, rng), "view2": self._view(image, rng)}
+    return {"view1": self._view(image, rng), "view2": self._view(image, rng),
+            "label": np.asarray(element["label"], np.int32)}
 
 
 class EvalResize(grain.transforms.Map):

@@ -68,7 +68,8 @@ def make_train_step(
         return objective.loss(LossInputs(
             params=params, batch_stats=state.batch_stats, views=views, rng=loss_rng,
             step=state.step, target_params=state.target_params,
-            target_batch_stats=state.target_batch_stats, objective_state=state.objective_state))
+            target_batch_stats=state.target_batch_stats, objective_state=state.objective_state,
+            labels=batch.get("label")))
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     with jax.named_scope("optimizer"):

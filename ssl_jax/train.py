@@ -138,6 +138,11 @@ class Experiment:
         view: jax.ShapeDtypeStruct((self.global_batch, *self.image_shape), jax.numpy.uint8,
                                    sharding=batch_sharding)
         for view in ("view1", "view2")}
+    # The pipeline's int32 labels: class indices, or multi-hot vectors of multi-label data.
+    label_shape = ((self.config.data.num_classes,)
+                   if self.config.data.label_type == "multi_label" else ())
+    abstract_batch["label"] = jax.ShapeDtypeStruct((self.global_batch, *label_shape),
+                                                   jax.numpy.int32, sharding=batch_sharding)
     compiled = self.jitted_train_step(state_shardings).lower(state, abstract_batch).compile()
     distributed.wait_for_all_processes("train_step_compiled")
     return compiled
@@ -372,6 +377,7 @@ def results_table(summary: dict[str, Any]) -> str:
       "pixels": "raw pixels",
       "random_init": "random init",
       "random_init_data_bn": "random init, BN stats from data",
+      "supervised": "supervised from scratch",
       "trained": f"trained ({summary['objective']})",
   }
   # Multi-label data is scored by the mean AUC over labels instead of top-1.

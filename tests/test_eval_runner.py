@@ -179,3 +179,18 @@ def test_bad_input_is_a_config_error_before_any_work(encoder_dir, tmp_path, fiel
   with pytest.raises(config_validation.ConfigError, match=message):
     runner.run_evaluation(config, str(tmp_path / "out"))
   assert not (tmp_path / "out").exists()
+
+
+def test_supervised_encoder_adds_its_row(encoder_dir, tmp_path):
+  """`eval.supervised_encoder` adds a 'supervised' row, evaluated like the encoder itself (here the
+  same directory, so the same numbers)."""
+  results = _run("knn", encoder_dir, tmp_path, **{"eval.supervised_encoder": encoder_dir})
+  assert list(results) == ["encoder", "supervised"]
+  assert results["supervised"] == results["encoder"]
+
+
+def test_a_supervised_encoder_that_is_not_an_export_is_refused(encoder_dir, tmp_path):
+  config = _eval_config("knn", **{"encoder": encoder_dir,
+                                  "eval.supervised_encoder": str(tmp_path)})
+  with pytest.raises(config_validation.ConfigError, match="is not an exported encoder"):
+    runner.run_evaluation(config, str(tmp_path / "out"))

@@ -144,9 +144,10 @@ def test_tfds_source_and_train_stream_with_mocked_cifar10():
     iterator = iter(pipeline.build_train_dataset(config, global_batch_size=16))
     batch = next(iterator)
     eval_batch = next(pipeline.eval_batches(config, "test", batch_size=10))
-  assert set(batch) == {"view1", "view2"}
-  for view in batch.values():
+  assert set(batch) == {"view1", "view2", "label"}
+  for view in (batch["view1"], batch["view2"]):
     assert view.shape == (16, 32, 32, 3) and view.dtype == np.uint8
+  assert batch["label"].shape == (16,) and batch["label"].dtype == np.int32
   assert eval_batch["image"].shape == (10, 32, 32, 3) and eval_batch["label"].dtype == np.int32
 
 
@@ -233,6 +234,8 @@ def test_each_epoch_is_a_fresh_permutation_of_all_examples():
     view1 = np.concatenate([decode_indices(b["view1"]) for b in batches])
     view2 = np.concatenate([decode_indices(b["view2"]) for b in batches])
     np.testing.assert_array_equal(view1, view2)   # both views come from the same example
+    # Each example's label travels with its views (index_source labels example i with i % 10).
+    np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches]), view1 % 10)
     np.testing.assert_array_equal(np.sort(view1), np.arange(num_examples))
     epochs.append(view1)
   assert not np.array_equal(epochs[0], epochs[1])

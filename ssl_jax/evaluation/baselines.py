@@ -8,6 +8,9 @@
   one number), so the kNN is a cosine kNN on centred pixels and the linear probe (which
   standardises every feature) a logistic regression on standardised pixels. An encoder that
   does not beat its own input has learned nothing useful for the task.
+- 'supervised': the encoder exported by a supervised-from-scratch run (configs/supervised.py) of
+  the same preset and budget, given as `config.eval.supervised_encoder`; added whenever that is
+  set (it is trained by its own run, not here).
 
 The end of training and `--mode=eval` build them here, so the same encoder and seed give the same
 baseline rows everywhere.
@@ -22,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from input_pipeline import pipeline as input_pipeline
+from ssl_jax import export as export_lib
 from ssl_jax.evaluation import bn_calibration
 from ssl_jax.evaluation.data import EvalData
 
@@ -127,6 +131,10 @@ def check_names(names) -> None:
 
 
 def build(encoder, names, data: EvalData) -> dict:
-  """{name: baseline encoder} for `names` (a subset of BASELINES), in that order."""
+  """{name: baseline encoder} for `names` (a subset of BASELINES), in that order, then
+  'supervised' when config.eval.supervised_encoder names one."""
   check_names(names)
-  return {name: BASELINES[name](encoder, data) for name in names}
+  built = {name: BASELINES[name](encoder, data) for name in names}
+  if data.settings.get("supervised_encoder"):
+    built["supervised"] = export_lib.load_encoder(data.settings.supervised_encoder)
+  return built

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from input_pipeline import device_augment
+from ssl_jax.models.classifier import Classifier
 
 
 def label_fraction_subsets(labels: np.ndarray, fractions, seed: int) -> dict[float, np.ndarray]:
@@ -57,24 +58,13 @@ def bootstrap_interval(labels: np.ndarray, predictions: np.ndarray,
   return float(metric(labels, predictions)), float(lower), float(upper)
 
 
-class _Classifier(nn.Module):
-  """The encoder's backbone with a linear head on its pooled features."""
-  backbone: nn.Module
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, inputs, train: bool):
-    pooled = self.backbone(inputs, train=train)["pooled"]
-    return nn.Dense(self.num_classes, name="head")(pooled)
-
-
 def fine_tune(encoder, images: np.ndarray, labels: np.ndarray, *, num_classes: int, steps: int,
               batch_size: int, learning_rate: float, momentum: float = 0.9,
               weight_decay: float = 0.0, seed: int = 0):
   """Trains encoder + head on (images, labels); returns (encoder variables, predict_fn) where
   predict_fn(images) -> (N, classes) probabilities of the fine-tuned network in evaluation
   mode."""
-  classifier = _Classifier(encoder.module, num_classes)
+  classifier = Classifier(encoder.module, num_classes)
   count = len(labels)
   batch_size = min(batch_size, count)
   # Only the head is new, so only the head is initialised (an init of the whole classifier would
@@ -95,10 +85,11 @@ def fine_tune(encoder, images: np.ndarray, labels: np.ndarray, *, num_classes: i
   @jax.jit
   def train_step(params, batch_stats, opt_state, batch_images, batch_labels):
     def loss_fn(params):
-      logits, mutated = classifier.apply({"params": params, "batch_stats": batch_stats},
-                                         normalise(batch_images), train=True,
-                                         mutable=["batch_stats"])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch_labels).mean()
+      outputs, mutated = classifier.apply({"params": params, "batch_stats": batch_stats},
+                                          normalise(batch_images), train=True,
+                                          mutable=["batch_stats"])
+      loss = optax.softmax_cross_entropy_with_integer_labels(outputs["logits"],
+                                                             batch_labels).mean()
       return loss, mutated["batch_stats"]
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -119,7 +110,8 @@ def fine_tune(encoder, images: np.ndarray, labels: np.ndarray, *, num_classes: i
 
   @jax.jit
   def probabilities_of_batch(variables, batch_images):
-    return jax.nn.softmax(classifier.apply(variables, normalise(batch_images), train=False), -1)
+    logits = classifier.apply(variables, normalise(batch_images), train=False)["logits"]
+    return jax.nn.softmax(logits, -1)
 
   def predict_probabilities(all_images, chunk: int = 512):
     return np.concatenate([

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
+from ssl_jax import export
 from ssl_jax.evaluation import baselines
 from ssl_jax.evaluation.evaluators import EVALUATORS
 
@@ -27,6 +30,11 @@ def check(config: ml_collections.ConfigDict) -> None:
     baselines.check_names(settings.baselines)
   except ValueError as error:
     raise ValueError(f"config.eval.baselines: {error}{_quoting_hint(settings.baselines)}") from None
+  supervised = settings.get("supervised_encoder")
+  if supervised and not os.path.isfile(os.path.join(supervised, export.ENCODER_FILE)):
+    raise ValueError(f"config.eval.supervised_encoder={supervised!r} is not an exported encoder "
+                     f"(it has no {export.ENCODER_FILE}); give the encoder directory of a "
+                     "configs/supervised.py run, e.g. runs/supervised_digits/encoder")
   if settings.batch_size <= 0:
     raise ValueError(f"config.eval.batch_size={settings.batch_size} must be positive")
   # Every protocol's settings, run or not: a bad value is found now, not hours later.

@@ -15,6 +15,7 @@ from ssl_jax.objectives.moco_v1 import MocoV1
 from ssl_jax.objectives.moco_v2 import MocoV2
 from ssl_jax.objectives.simclr import SimClr
 from ssl_jax.objectives.simsiam import SimSiam
+from ssl_jax.objectives.supervised import Supervised
 from ssl_jax.objectives.vicreg import VicReg
 
 OBJECTIVES: dict[str, type[Objective]] = {
@@ -30,6 +31,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "barlow_twins": BarlowTwins,
     "simclr": SimClr,
     "vicreg": VicReg,
+    "supervised": Supervised,
 }
 
 

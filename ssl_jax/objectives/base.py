@@ -44,6 +44,9 @@ class LossInputs:
   target_params: PyTree = flax.struct.field(default_factory=dict)        # EMA target's params
   target_batch_stats: PyTree = flax.struct.field(default_factory=dict)   # and its BN statistics
   objective_state: PyTree = flax.struct.field(default_factory=dict)      # e.g. the MoCo queue
+  # The images' labels, (N,) class indices or (N, K) 0/1: self-supervised objectives never read
+  # them; the supervised baseline does.
+  labels: jax.Array | None = None
 
 
 class LossOutput(NamedTuple):

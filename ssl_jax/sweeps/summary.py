@@ -25,7 +25,7 @@ SHOWN_METRICS = ("eval.trained.knn_top1", "eval.trained.linear_top1", "final_los
 # metric fails before hours of training rather than after.
 _POSSIBLE_METRIC = re.compile(
     r"^(final_loss|images_per_second|wall_time_seconds|steps"
-    r"|eval\.(trained|random_init|random_init_data_bn|pixels)\."
+    r"|eval\.(trained|random_init|random_init_data_bn|pixels|supervised)\."
     r"(knn_(top1|mean_auc)(_k\d+)?|linear_(top1|mean_per_class|kappa|auc|mean_auc|l2)))$")
 
 
@@ -34,9 +34,9 @@ def check_metric_name(metric: str) -> None:
     raise SweepError(
         f"--sweep_metric={metric!r} is not a summary.json metric; allowed: final_loss, "
         "images_per_second, wall_time_seconds, steps, or eval.<encoder>.<metric> with <encoder> "
-        "in trained, random_init, random_init_data_bn, pixels and <metric> in knn_top1, "
-        "knn_top1_k<k>, knn_mean_auc[_k<k>], linear_top1, linear_mean_per_class, linear_kappa, "
-        "linear_auc, linear_mean_auc, linear_l2 (the probe's chosen weight decay)")
+        "in trained, random_init, random_init_data_bn, pixels, supervised and <metric> in "
+        "knn_top1, knn_top1_k<k>, knn_mean_auc[_k<k>], linear_top1, linear_mean_per_class, "
+        "linear_kappa, linear_auc, linear_mean_auc, linear_l2 (the probe's chosen weight decay)")
 
 
 def flatten_metrics(summary: dict[str, Any], prefix: str = "") -> dict[str, float]:
