@@ -1,6 +1,6 @@
 """Random-access image sources: sklearn digits, in-memory arrays, TFDS, synthetic images, and
 `make_source`, which picks any source (including the file-based ones of folder_source.py,
-csv_source.py and medical.py) from `config.data`.
+csv_source.py, medical.py and medmnist_source.py) from `config.data`.
 
 Every source has `len(source)` and `source[index] -> {'image': uint8 (H, W, 3), 'label': int
 or int (K,) multi-hot}`, which is the protocol `grain.MapDataset.source` needs. Images are
@@ -27,9 +27,10 @@ from PIL import Image
 from input_pipeline import csv_source
 from input_pipeline import folder_source
 from input_pipeline import medical
+from input_pipeline import medmnist_source
 
 # Sources a config can name (data.source); 'arrays' is passed in by the caller.
-FILE_SOURCES = ("folder", "csv") + medical.MEDICAL_SOURCES
+FILE_SOURCES = ("folder", "csv", "medmnist") + medical.MEDICAL_SOURCES
 SOURCES = ("digits", "tfds", "arrays", "synthetic", "array_record") + FILE_SOURCES
 DIGITS_SPLITS = ("train", "test")
 SYNTHETIC_SPLITS = ("train", "test")
@@ -239,6 +240,8 @@ def _checked_file_source(data_config: ml_collections.ConfigDict, split: str):
         name=data_config.name)
   elif source == "csv":
     built = csv_source.csv_source(data_config, split)
+  elif source == "medmnist":
+    built = medmnist_source.medmnist_source(data_config, split)
   else:
     built = medical.medical_source(data_config, split)
   # num_classes 0 means "whatever the data holds"; otherwise a mismatch would make the
