@@ -85,13 +85,13 @@ class ArraySource:
     if labels.shape != (images.shape[0],):
       raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
     self._images = images
-    self._labels = labels.astype(np.int64)
+    self.labels = labels.astype(np.int64)
 
   def __len__(self) -> int:
     return len(self._images)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
-    return {"image": to_rgb_uint8(self._images[index]), "label": int(self._labels[index])}
+    return {"image": to_rgb_uint8(self._images[index]), "label": int(self.labels[index])}
 
   def __repr__(self) -> str:
     return f"ArraySource(num_examples={len(self)}, image_shape={self._images.shape[1:]})"
@@ -148,6 +148,11 @@ class SyntheticSource:
 
   def __len__(self) -> int:
     return self._num_examples
+
+  @property
+  def labels(self) -> np.ndarray:
+    """Every element's label, without rendering images (the evaluation cap stratifies by it)."""
+    return np.arange(self._num_examples) % self._num_classes
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
