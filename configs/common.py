@@ -56,6 +56,12 @@ DATASETS = {
     "imagenet": dict(source="tfds", tfds_name="imagenet2012", image_size=224, num_classes=1000,
                      train_split="train", test_split="validation", mean=IMAGENET_MEAN,
                      std=IMAGENET_STD, stem="imagenet", num_train_examples=1_281_167),
+    # CIFAR-10 as JPEG files in <root>/{train,test}/<class>/*.jpg (e.g. the "CIFAR-10-images"
+    # copy: 50,000 + 10,000). Figures on it come from the JPEG re-encoding, not from TFDS's
+    # lossless PNGs, so they are close to but not the same as the `cifar10` preset's.
+    "cifar10_folder": dict(source="folder", image_size=32, num_classes=10, train_split="train",
+                           test_split="test", mean=CIFAR10_MEAN, std=CIFAR10_STD, stem="cifar",
+                           num_train_examples=50_000),
     "synthetic": dict(source="synthetic", image_size=32, num_classes=10, train_split="train",
                       test_split="test", mean=(0.5,) * 3, std=(0.25,) * 3, stem="cifar",
                       num_train_examples=2048),

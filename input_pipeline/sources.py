@@ -242,7 +242,9 @@ def _checked_file_source(data_config: ml_collections.ConfigDict, split: str):
     built = folder_source.folder_source(
         data_config.root, split, train_split=data_config.train_split,
         class_list=data_config.class_list, max_skipped_fraction=data_config.max_skipped_fraction,
-        name=data_config.name)
+        name=data_config.name,
+        checked_splits=tuple(s for s in (data_config.test_split, data_config.get("val_split", ""))
+                             if s))
   elif source == "csv":
     built = csv_source.csv_source(data_config, split)
   elif source == "medmnist":
