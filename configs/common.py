@@ -116,6 +116,8 @@ DATASETS = {
     "organsmnist": _medmnist("organsmnist", "multi-class", 11, (13_940, 2_452, 8_829)),
 }
 LABEL_TYPES = ("single", "multi_label", "ordinal")
+MEDMNIST_DATASETS = tuple(name for name, preset in DATASETS.items()
+                          if preset["source"] == "medmnist")
 
 # Two-view augmentation presets. Geometric parts (crop scale, flip) run on the host in uint8;
 # photometric parts run on the accelerator with parameters drawn per image. Each entry is a
@@ -153,6 +155,14 @@ AUGMENTATIONS = {
     # Photometric part: the objective's.
     "retinopathy": dict(random_resized_crop=False, rotation_degrees=180.0, flip=True,
                         vertical_flip=True),
+    # MedMNIST at 28 px: crops of half the image or more (the objective's go down to a fifth,
+    # about 12 px a side of a 28 px image). On BreastMNIST (tiny jobs of 200 steps, one run
+    # each) kNN top-1 rose with them for the three objectives tried, from 0.737 / 0.712 / 0.756
+    # to 0.763 / 0.731 / 0.769 (SimSiam / MoCo v2 / BYOL); linear top-1 went from 0.782 /
+    # 0.769 / 0.776 to 0.769 / 0.795 / 0.776. Set by dataset name, so it also applies at the
+    # MedMNIST+ sizes (64-224 px), where the objective's crops may suit better
+    # (--config.augment.crop_scale). Photometric part: the objective's.
+    **{name: dict(crop_scale=(0.5, 1.0)) for name in MEDMNIST_DATASETS},
 }
 
 
