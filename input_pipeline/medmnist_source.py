@@ -82,7 +82,8 @@ class MedMNISTFileError(ValueError):
 
 
 def file_name(flag: str, image_size: int) -> str:
-  """MedMNIST's name of the `image_size` px file of `flag`: 'breastmnist.npz', 'breastmnist_64.npz'."""
+  """MedMNIST's name of the `image_size` px file of `flag`, e.g. 'breastmnist.npz' (28 px),
+  'breastmnist_64.npz'."""
   return f"{flag}.npz" if image_size == 28 else f"{flag}_{image_size}.npz"
 
 

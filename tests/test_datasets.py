@@ -208,7 +208,8 @@ def test_empty_class_folder_and_extra_class_are_errors_naming_them(tmp_path):
   dataset_files.image_folder(str(tmp_path / "other"))
   (tmp_path / "other" / "val" / "emu").mkdir()
   config = preset_config("folder", tmp_path / "other")
-  with pytest.raises(ValueError, match=r"missing from 'val': \[\]; missing from 'train': \['emu'\]"):
+  with pytest.raises(ValueError,
+                     match=r"missing from 'val': \[\]; missing from 'train': \['emu'\]"):
     sources.make_source(config.data, "val")
 
 
