@@ -8,8 +8,12 @@ The layout of torchvision's ImageFolder and of an extracted ImageNet (`root/trai
 - the sorted sub-folder names of the training split otherwise.
 
 Every split is checked against that list, so label 7 means the same class in every split: a class
-folder missing from a split, an extra class folder in a split (without a class list), or a class
-folder without images is an error naming the folder.
+folder missing from a split, an extra class folder in a split (without a class list; the error
+lists the names missing on each side), or a class folder without images is an error naming the
+folder.
+
+Files are listed class after class, so the first N examples of a split are a few classes only:
+evaluation caps draw a stratified subset instead (eval_subset.py).
 """
 
 from __future__ import annotations
@@ -72,22 +76,35 @@ def class_names(root: str, train_split: str, class_list: str = "") -> tuple[str,
   return classes
 
 
-@functools.lru_cache(maxsize=8)
-def _listing(root: str, split: str, classes: tuple[str, ...], allow_extra: bool
-             ) -> tuple[tuple[str, ...], tuple[int, ...]]:
-  """(relative paths, labels) of one split; cached because a run builds each split's source
-  several times (size, training, evaluation) and walking ImageNet takes seconds."""
+def _check_class_folders(root: str, split: str, classes: tuple[str, ...], train_split: str,
+                         from_class_list: bool) -> None:
+  """Every class needs a folder in every split; without a class list the splits must hold the
+  same class folders. The error lists what is missing on each side."""
   split_dir = _split_dir(root, split)
   present = set(_subfolders(split_dir))
   missing = [name for name in classes if name not in present]
-  if missing:
-    raise ValueError(f"class folder(s) {missing[:20]} missing from split {split!r} ({split_dir}); "
-                     f"every split must hold a folder for each of the {len(classes)} classes")
+  if from_class_list:
+    if missing:
+      raise ValueError(f"class folder(s) {missing[:20]} missing from split {split!r} "
+                       f"({split_dir}); every split must hold a folder for each of the "
+                       f"{len(classes)} classes of data.class_list")
+    return
   extra = sorted(present - set(classes))
-  if extra and not allow_extra:
-    raise ValueError(f"class folder(s) {extra[:20]} in split {split!r} ({split_dir}) are not "
-                     "classes of the training split; remove them or list the classes in "
-                     "data.class_list")
+  if missing or extra:
+    raise ValueError(
+        f"the class folders of split {split!r} ({split_dir}) differ from those of the training "
+        f"split {train_split!r}: missing from {split!r}: {missing[:20]}; missing from "
+        f"{train_split!r}: {extra[:20]}. Every split must hold the same class folders (or give "
+        "data.class_list, the classes to use, one a line)")
+
+
+@functools.lru_cache(maxsize=8)
+def _listing(root: str, split: str, classes: tuple[str, ...]
+             ) -> tuple[tuple[str, ...], tuple[int, ...]]:
+  """(relative paths, labels) of one split whose class folders are checked; cached because a
+  run builds each split's source several times (size, training, evaluation) and walking
+  ImageNet takes seconds."""
+  split_dir = _split_dir(root, split)
   paths, labels = [], []
   for label, name in enumerate(classes):
     images = _images_under(os.path.join(split_dir, name))
@@ -100,15 +117,20 @@ def _listing(root: str, split: str, classes: tuple[str, ...], allow_extra: bool
 
 
 def folder_source(root: str, split: str, *, train_split: str, class_list: str = "",
-                  max_skipped_fraction: float = 0.01, name: str = "folder"
-                  ) -> file_list_source.ImageListSource:
-  """`split` of an image-folder dataset; labels are indices into `class_names(...)`."""
+                  max_skipped_fraction: float = 0.01, name: str = "folder",
+                  checked_splits: tuple[str, ...] = ()) -> file_list_source.ImageListSource:
+  """`split` of an image-folder dataset; labels are indices into `class_names(...)`.
+
+  The class folders of the training split and of `checked_splits` (the config's evaluation
+  splits) are checked as well, whichever split is built: a run builds the training split first,
+  so a test split that does not match stops it before training instead of after."""
   root = file_list_source.check_root(root, name)
   classes = class_names(root, train_split, class_list)
-  # The training split is checked as well, so a bad layout fails at the first source built.
-  if split != train_split:
-    _listing(root, train_split, classes, bool(class_list))
-  paths, labels = _listing(root, split, classes, bool(class_list))
+  for checked in dict.fromkeys((train_split, split) + tuple(checked_splits)):
+    _check_class_folders(root, checked, classes, train_split, bool(class_list))
+  if split != train_split:   # its empty class folders too, so they fail at the first source built
+    _listing(root, train_split, classes)
+  paths, labels = _listing(root, split, classes)
   return file_list_source.ImageListSource(
       root, paths, labels, max_skipped_fraction=max_skipped_fraction,
       description=f"images of the {name} split {split!r}", classes=classes)

@@ -16,17 +16,23 @@ Everything up to the iterator is a `grain.MapDataset`, i.e. indexable: the eleme
 position `p` is a pure function of (seed, p). Hence the iterator's state is just a position (plus
 worker bookkeeping with `mp_prefetch`), it is JSON-serialisable, and a restored iterator
 continues bitwise identically to an uninterrupted one.
+
+Evaluation reads a split once, in order; a cap (`max_examples`) keeps a seeded, stratified subset
+of it rather than its first examples (`eval_subset.py` says why), and `eval_subset(...)` tells
+the caller what was kept.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+import logging
+from typing import Any, Iterator
 
 from absl import flags
 import grain
 import ml_collections
 import numpy as np
 
+from input_pipeline import eval_subset as eval_subset_lib
 from input_pipeline import host_augment
 from input_pipeline import sources
 
@@ -103,21 +109,59 @@ def build_train_dataset(config: ml_collections.ConfigDict, global_batch_size: in
   return iter_dataset
 
 
+def eval_subset(config: ml_collections.ConfigDict, split: str, max_examples: int = -1, *,
+                source: sources.RandomAccessSource | None = None) -> eval_subset_lib.EvalSubset:
+  """The examples of `split` that `eval_batches(config, split, _, max_examples)` reads: all of
+  them (max_examples < 0 or >= the split's size), or a subset drawn by `eval_subset.choose`
+  (stratified by class where the source lists its labels). Its `description`, e.g. "capped:
+  10,000 of 50,000, stratified", is what a results table should print beside the figures."""
+  if source is None:
+    source = sources.make_source(config.data, split)
+  labels = (eval_subset_lib.source_labels(source)
+            if 0 <= max_examples < len(source) else None)
+  return eval_subset_lib.choose(labels, len(source), max_examples,
+                                split_seed=config.data.split_seed, split=split)
+
+
+class _SubsetSource:
+  """The elements `indices` of `source`, in that order."""
+
+  def __init__(self, source: sources.RandomAccessSource, indices: np.ndarray):
+    self._source = source
+    self._indices = indices
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return self._source[int(self._indices[index])]
+
+
+_LOGGED_CAPS: set[tuple[str, str, str]] = set()
+
+
 def eval_batches(config: ml_collections.ConfigDict, split: str, batch_size: int,
                  max_examples: int = -1, *, source: sources.RandomAccessSource | None = None
                  ) -> Iterator[dict[str, np.ndarray]]:
   """One ordered pass over `split`: {'image': uint8 (b, H, W, 3), 'label': int32 (b,)}.
 
-  The last batch may be smaller than batch_size; max_examples >= 0 keeps only the first
-  max_examples examples (-1: all). `source` overrides the source the config names.
+  The last batch may be smaller than batch_size; max_examples >= 0 caps the split at that many
+  examples, a seeded subset stratified by class where possible (see `eval_subset`; -1: all).
+  `source` overrides the source the config names.
   """
   if batch_size <= 0:
     raise ValueError(f"batch_size must be positive, got {batch_size}")
   if source is None:
     source = sources.make_source(config.data, split)
+  subset = eval_subset(config, split, max_examples, source=source)
+  if subset.capped:
+    source = _SubsetSource(source, subset.indices)
+    key = (config.data.name, split, subset.description)
+    if key not in _LOGGED_CAPS:   # once: a run evaluates each split several times
+      _LOGGED_CAPS.add(key)
+      logging.info("evaluating %s split %r on a subset (%s)", config.data.name, split,
+                   subset.description)
   dataset = grain.MapDataset.source(source)
-  if max_examples >= 0:
-    dataset = dataset[:max_examples]
   dataset = dataset.map(host_augment.EvalResize(config.data.image_size))
   dataset = dataset.batch(batch_size, drop_remainder=False)
   iterator = iter(dataset.to_iter_dataset(_EVAL_READ_OPTIONS))

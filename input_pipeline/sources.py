@@ -1,6 +1,6 @@
 """Random-access image sources: sklearn digits, in-memory arrays, TFDS, synthetic images, and
 `make_source`, which picks any source (including the file-based ones of folder_source.py,
-csv_source.py and medical.py) from `config.data`.
+csv_source.py, medical.py and medmnist_source.py) from `config.data`.
 
 Every source has `len(source)` and `source[index] -> {'image': uint8 (H, W, 3), 'label': int
 or int (K,) multi-hot}`, which is the protocol `grain.MapDataset.source` needs. Images are
@@ -27,9 +27,10 @@ from PIL import Image
 from input_pipeline import csv_source
 from input_pipeline import folder_source
 from input_pipeline import medical
+from input_pipeline import medmnist_source
 
 # Sources a config can name (data.source); 'arrays' is passed in by the caller.
-FILE_SOURCES = ("folder", "csv") + medical.MEDICAL_SOURCES
+FILE_SOURCES = ("folder", "csv", "medmnist") + medical.MEDICAL_SOURCES
 SOURCES = ("digits", "tfds", "arrays", "synthetic", "array_record") + FILE_SOURCES
 DIGITS_SPLITS = ("train", "test")
 SYNTHETIC_SPLITS = ("train", "test")
@@ -84,13 +85,13 @@ class ArraySource:
     if labels.shape != (images.shape[0],):
       raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
     self._images = images
-    self._labels = labels.astype(np.int64)
+    self.labels = labels.astype(np.int64)
 
   def __len__(self) -> int:
     return len(self._images)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
-    return {"image": to_rgb_uint8(self._images[index]), "label": int(self._labels[index])}
+    return {"image": to_rgb_uint8(self._images[index]), "label": int(self.labels[index])}
 
   def __repr__(self) -> str:
     return f"ArraySource(num_examples={len(self)}, image_shape={self._images.shape[1:]})"
@@ -147,6 +148,11 @@ class SyntheticSource:
 
   def __len__(self) -> int:
     return self._num_examples
+
+  @property
+  def labels(self) -> np.ndarray:
+    """Every element's label, without rendering images (the evaluation cap stratifies by it)."""
+    return np.arange(self._num_examples) % self._num_classes
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
@@ -236,9 +242,13 @@ def _checked_file_source(data_config: ml_collections.ConfigDict, split: str):
     built = folder_source.folder_source(
         data_config.root, split, train_split=data_config.train_split,
         class_list=data_config.class_list, max_skipped_fraction=data_config.max_skipped_fraction,
-        name=data_config.name)
+        name=data_config.name,
+        checked_splits=tuple(s for s in (data_config.test_split, data_config.get("val_split", ""))
+                             if s))
   elif source == "csv":
     built = csv_source.csv_source(data_config, split)
+  elif source == "medmnist":
+    built = medmnist_source.medmnist_source(data_config, split)
   else:
     built = medical.medical_source(data_config, split)
   # num_classes 0 means "whatever the data holds"; otherwise a mismatch would make the

@@ -94,3 +94,24 @@ def image_folder(root: str, splits=("train", "val"), classes=("cat", "dog", "owl
       for k in range(per_class):
         extension = ".jpg" if k == 0 else ".png"
         write_image(os.path.join(root, split, name, f"{k}{extension}"), random_image(rng, size))
+
+
+def medmnist_npz(path: str, split_sizes=(12, 4, 6), image_size: int = 28, channels: int = 1,
+                 num_classes: int = 3, multi_label: bool = False, seed: int = 0,
+                 drop_keys=()) -> dict[str, np.ndarray]:
+  """A file in the official MedMNIST layout (np.savez_compressed, as published): uint8 images
+  (N, S, S) gray or (N, S, S, 3) RGB, uint8 labels (N, 1) or (N, K) 0/1; returns the arrays."""
+  rng = np.random.default_rng(seed)
+  arrays = {}
+  for split, count in zip(("train", "val", "test"), split_sizes):
+    shape = (count, image_size, image_size) + (() if channels == 1 else (channels,))
+    arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
+    if multi_label:
+      arrays[f"{split}_labels"] = rng.integers(0, 2, (count, num_classes), dtype=np.uint8)
+    else:
+      # Every class present, in a shuffled order.
+      labels = rng.permutation(np.arange(count) % num_classes).astype(np.uint8)
+      arrays[f"{split}_labels"] = labels[:, None]
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  np.savez_compressed(path, **{k: v for k, v in arrays.items() if k not in drop_keys})
+  return arrays

@@ -177,8 +177,23 @@ def test_class_folder_missing_from_a_split_is_an_error_naming_it(tmp_path):
     path.unlink()
   (tmp_path / "val" / "dog").rmdir()
   config = preset_config("folder", tmp_path)
-  with pytest.raises(ValueError, match=r"class folder\(s\) \['dog'\] missing from split 'val'"):
+  with pytest.raises(ValueError, match=r"split 'val' .* differ from those of the training split "
+                                       r"'train': missing from 'val': \['dog'\]; missing from "
+                                       r"'train': \[\]"):
     sources.make_source(config.data, "val")
+
+
+def test_class_names_that_differ_between_train_and_test_are_listed_on_each_side(tmp_path):
+  dataset_files.image_folder(str(tmp_path), splits=("train",), classes=("cat", "dog", "owl"),
+                             per_class=1)
+  dataset_files.image_folder(str(tmp_path), splits=("test",), classes=("cat", "emu", "dog", "yak"),
+                             per_class=1)
+  config = preset_config("cifar10_folder", tmp_path, **{"data.num_classes": 3})
+  for split in ("train", "test"):   # whichever split is built first
+    with pytest.raises(ValueError, match=rf"split 'test' \({tmp_path}/test\) differ from those of "
+                                         r"the training split 'train': missing from 'test': "
+                                         r"\['owl'\]; missing from 'train': \['emu', 'yak'\]"):
+      sources.make_source(config.data, split)
 
 
 def test_empty_class_folder_and_extra_class_are_errors_naming_them(tmp_path):
@@ -193,7 +208,8 @@ def test_empty_class_folder_and_extra_class_are_errors_naming_them(tmp_path):
   dataset_files.image_folder(str(tmp_path / "other"))
   (tmp_path / "other" / "val" / "emu").mkdir()
   config = preset_config("folder", tmp_path / "other")
-  with pytest.raises(ValueError, match=r"\['emu'\] in split 'val'.* not classes of the training"):
+  with pytest.raises(ValueError,
+                     match=r"missing from 'val': \[\]; missing from 'train': \['emu'\]"):
     sources.make_source(config.data, "val")
 
 
