@@ -31,7 +31,7 @@ from ssl_jax import sharding as sharding_lib
 from ssl_jax import step as step_lib
 from ssl_jax import train_state as train_state_lib
 from ssl_jax.evaluation import runner
-from ssl_jax.evaluation.data import EvalData
+from ssl_jax.evaluation.data import EvalData, capped_note
 from ssl_jax.evaluation.evaluators import EVALUATORS
 from ssl_jax.objectives import build_objective
 
@@ -306,13 +306,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   trained = encoder.with_variables(distributed.to_host(experiment.encoder_variables(state)))
   _export(experiment, state, experiment.total_steps)   # collective; process 0 writes
 
-  evaluation = {}
+  evaluation, eval_splits = {}, {}
   if config.eval.at_end:
     # The plots of the final evaluation go to WORKDIR/eval.
     eval_dir = os.path.join(experiment.workdir, EVAL_DIR)
     os.makedirs(eval_dir, exist_ok=True)
-    reports = runner.evaluate_with_baselines(trained, "trained", EvalData(config, mesh, eval_dir))
+    eval_data = EvalData(config, mesh, eval_dir)
+    reports = runner.evaluate_with_baselines(trained, "trained", eval_data)
     evaluation = runner.summary_metrics(reports)
+    eval_splits = eval_data.splits_read()
 
   summary = {
       "config_name": config.name,
@@ -322,6 +324,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       "images_per_second": progress.mean_images_per_second(),
       "wall_time_seconds": time.perf_counter() - wall_start,
       "eval": evaluation,
+      "eval_splits": eval_splits,   # what the evaluation read of each split (all, or capped)
       "config": config.to_dict(),   # what the run was, overrides included (sweep tables)
   }
   if is_lead:
@@ -396,7 +399,8 @@ def results_table(summary: dict[str, Any]) -> str:
   lines.insert(1, "  ".join("-" * width for width in widths))
   header = (f"{summary['config_name']}: {summary['steps']} steps, final loss "
             f"{summary['final_loss']:.4f}, {summary['wall_time_seconds']:.0f} s")
-  return "\n".join([header] + lines)
+  note = capped_note(summary.get("eval_splits", {}))
+  return "\n".join([header] + lines + ([note] if note else []))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

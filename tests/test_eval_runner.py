@@ -47,6 +47,8 @@ def _run(name, encoder_dir, workdir, **overrides):
   written = json.loads((workdir / "results.json").read_text())
   assert written == json.loads(json.dumps(summary))
   assert list(written["evaluations"]) == [name] and written["dataset"] == "digits"
+  # The tiny configs cap every split at 512 examples: digits' 1,347 training images are capped.
+  assert written["splits"] == {"train": "capped: 512 of 1,347, stratified", "test": "all 450"}
   report = written["evaluations"][name]
   for plot in report["plots"]:
     assert (workdir / plot).stat().st_size > 1000   # a PNG with content
@@ -61,7 +63,7 @@ def test_linear_probe_on_the_encoder_and_every_baseline(encoder_dir, tmp_path):
   for probe in results.values():
     assert 0.5 < probe["top1"] <= 1.0        # digits: pixels and random conv nets are far above chance
     assert 0.5 < probe["auc"] <= 1.0
-    assert 1e-6 <= probe["l2"] <= 1e5
+    assert 1e-6 * 0.999 <= probe["l2"] <= 1e5   # the grid's ends, as float32
   table = json.loads((tmp_path / "results.json").read_text())["evaluations"]["linear"]["table"]
   assert "random_init_data_bn" in table and "pixels" in table and "AUC" in table
 
@@ -159,6 +161,7 @@ def test_cli_runs_an_evaluation(encoder_dir, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "top-1 k=5" in result.stdout and "random_init_data_bn" in result.stdout
   assert "pixels" in result.stdout
+  assert "evaluated on train: capped: 512 of 1,347, stratified; test: all 450" in result.stdout
   assert (tmp_path / "out" / "results.json").exists() and (tmp_path / "out" / "knn.png").exists()
 
 

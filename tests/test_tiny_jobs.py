@@ -157,6 +157,7 @@ def test_tiny_job_writes_summary_events_checkpoints_and_encoder(tiny_run):
   assert on_disk["steps"] == config.num_steps
   assert np.isfinite(on_disk["final_loss"]) and on_disk["images_per_second"] > 0
   assert on_disk["wall_time_seconds"] > 0
+  assert on_disk["eval_splits"] == {"train": "all 1,347", "test": "all 450"}
   metrics = ("knn_top1", "knn_top1_k20", "knn_top1_k200")
   if "linear" in config.eval.evaluators:
     metrics += ("linear_top1",)

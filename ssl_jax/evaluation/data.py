@@ -22,6 +22,15 @@ from input_pipeline import sources
 from ssl_jax.evaluation import features as features_lib
 
 
+def capped_note(splits_read: dict[str, str]) -> str:
+  """'' when every split was read whole, else the line a results table prints under its rows,
+  naming what each split was capped to (`EvalData.splits_read`)."""
+  if not any(description.startswith("capped") for description in splits_read.values()):
+    return ""
+  return "evaluated on " + "; ".join(f"{split}: {description}"
+                                     for split, description in splits_read.items())
+
+
 @dataclasses.dataclass
 class EvalData:
   """Splits of `config.data`, read with `config.eval.batch_size` and `config.eval.max_examples`.
@@ -95,6 +104,14 @@ class EvalData:
     """The first `count` images of `split` as floats in [0, 1]."""
     batches = input_pipeline.eval_batches(self.config, split, count, count)
     return np.asarray(next(iter(batches))["image"], np.float32) / 255.0
+
+  def splits_read(self) -> dict[str, str]:
+    """{split: what the evaluation reads of it}, e.g. {'train': 'capped: 2,048 of 50,000,
+    stratified', 'test': 'all 10,000'}, for the train and test splits."""
+    data = self.config.data
+    return {split: self.cached(("subset", split), lambda split=split: input_pipeline.eval_subset(
+                self.config, split, self.settings.max_examples).description)
+            for split in dict.fromkeys((data.train_split, data.test_split))}
 
   def output_path(self, filename: str) -> str | None:
     """Where to write an output (a plot, an exported encoder), or None when this evaluation

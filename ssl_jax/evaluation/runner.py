@@ -20,7 +20,7 @@ from ssl_jax import config_validation
 from ssl_jax import export as export_lib
 from ssl_jax import sharding as sharding_lib
 from ssl_jax.evaluation import baselines
-from ssl_jax.evaluation.data import EvalData
+from ssl_jax.evaluation.data import EvalData, capped_note
 from ssl_jax.evaluation.evaluators import EVALUATORS
 from ssl_jax.evaluation.report import Report
 
@@ -89,6 +89,7 @@ def run_evaluation(config: ml_collections.ConfigDict, workdir: str, *,
       "encoder": os.path.abspath(config.encoder),
       "encoder_metadata": encoder.metadata,
       "dataset": config.data.name,
+      "splits": data.splits_read(),
       "evaluations": {name: {"results": report.results, "table": report.table(),
                              "plots": [os.path.basename(p) for p in report.plots]}
                       for name, report in reports.items()},
@@ -98,5 +99,7 @@ def run_evaluation(config: ml_collections.ConfigDict, workdir: str, *,
     with open(os.path.join(workdir, RESULTS_FILE), "w") as f:
       json.dump(summary, f, indent=2)
   if print_table:
-    print(f"{config.name} on {config.encoder}\n{tables(reports)}", flush=True)
+    note = capped_note(data.splits_read())
+    print(f"{config.name} on {config.encoder}\n{tables(reports)}" + (f"\n{note}" if note else ""),
+          flush=True)
   return summary
