@@ -72,9 +72,9 @@ def smooth_activations(monkeypatch):
 
 @pytest.fixture
 def one_device_process(monkeypatch):
-  """`jax.device_count()` is 1, as in a one-device process (the conv's CPU backward asks). Traces
-  of the conv's backward are cached across jits, so the caches are cleared on the way in and
-  out: no other test sees them."""
+  """`jax.device_count()` is 1, as in a one-device process (the backward of ssl_jax.cpu's
+  convolution asks). Traces of that backward are cached across jits, so the caches are cleared on
+  the way in and out: no other test sees them."""
   monkeypatch.setattr(jax, "device_count", lambda backend=None: 1)
   jax.clear_caches()
   yield
