@@ -137,7 +137,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # Imported here so that --help and flag errors do not pay for jax.
   from input_pipeline.file_list_source import TooManyUnreadableImages
-  from ssl_jax import config_validation, distributed, train
+  from ssl_jax import config_validation, cpu, distributed, train
   from ssl_jax.torch_import.errors import ConversionError
 
   if flags.FLAGS.mode in ("train", "export", "eval"):
@@ -150,6 +150,12 @@ def main(argv):
 
   logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("absl").setLevel(std_logging.WARNING)
+  if flags.FLAGS.mode in ("train", "export", "eval", "convert"):
+    # The process settings that make CPU training fast (XLA flags, malloc, inline dispatch): after
+    # joining the job and before any other JAX work, since JAX reads them when it creates its
+    # backends (which this call then does).
+    cpu.configure()
+
   config = flags.FLAGS.config
   try:
     if flags.FLAGS.mode in ("sweep", "sweep_summary"):

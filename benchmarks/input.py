@@ -51,6 +51,7 @@ from input_pipeline import convert_array_record  # noqa: E402
 from input_pipeline import device_augment  # noqa: E402
 from input_pipeline import host_augment  # noqa: E402
 from input_pipeline import pipeline  # noqa: E402
+from ssl_jax import cpu  # noqa: E402
 
 # Train image size -> (stored shorter side, stored longer side) of the JPEGs: CIFAR-like 32 px
 # trains from a converted 40 px set (1.15 x 32 rounded up, plus margin), ImageNet-like 224 px from
@@ -205,8 +206,8 @@ def time_device_augment(config, batch_size: int, repeats: int) -> dict:
 
 def time_train_step(config, data: str, steps: int) -> list[dict]:
   records = step_benchmark.benchmark(config, data=data, warmup=1, steps=steps, peak_tflops=None)
-  keep = ("objective", "model", "stem", "image_size", "batch", "dtype", "backend", "compile_s",
-          "data", "steps", "median_step_s", "img_per_s", "pipeline_over_synthetic",
+  keep = ("objective", "model", "stem", "image_size", "batch", "dtype", "conv_impl", "backend",
+          "compile_s", "data", "steps", "median_step_s", "img_per_s", "pipeline_over_synthetic",
           "load_average_1min")
   return [dict(kind="train_step", **{key: record[key] for key in keep if key in record})
           for record in records]
@@ -236,6 +237,7 @@ def _per_size(values: str, sizes: list[int]) -> dict[int, int]:
 
 def main(argv=None):
   args = parse_args(argv)
+  cpu.configure()   # the process settings main.py makes, before JAX's backends exist
   sizes = [int(s) for s in args.sizes.split(",")]
   unknown = [size for size in sizes if size not in STORED_SIZES]
   if unknown:

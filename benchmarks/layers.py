@@ -6,10 +6,11 @@ r"""Layer by layer on the CPU: our convolution and BatchNorm against torch's, at
 Where compare_peer.py says how much slower or faster a whole step is, this says where: for each
 stage of the ResNet-18 CIFAR backbone (32 px x 64 channels down to 4 px x 512) it times one 3x3
 convolution's forward pass, its input gradient and weight gradient apart and together (the
-backward pass), and one BatchNorm+ReLU forward and backward. Ours is XLA:CPU
-(`ssl_jax.models.conv.conv2d` and `GroupedBatchNorm`, NHWC; the weight gradient is what conv2d
-runs in a one-device job, the native kernel, or XLA's with its transposes where that kernel is
-off or cannot be built), torch's is benchmarks/peer_layers_torch.py (NCHW, as lightly runs it, with as many
+backward pass), and one BatchNorm+ReLU forward and backward. Ours is XLA:CPU with the process
+settings of `ssl_jax.cpu.configure()` (`ssl_jax.cpu.convolution.conv2d`, the convolution CPU
+training uses, and `GroupedBatchNorm`, NHWC; the weight gradient is what conv2d runs in a
+one-device job, the native kernel, or XLA's with its transposes where that kernel cannot be
+built), torch's is benchmarks/peer_layers_torch.py (NCHW, as lightly runs it, with as many
 threads as the cores this process may use); the two run in fresh processes one after the other.
 A round runs both once; the table gives ours/torch as the median over rounds of each round's
 ratio.
@@ -34,9 +35,8 @@ STAGES = ((32, 64), (16, 128), (8, 256), (4, 512))
 
 
 def time_our_stage(batch: int, size: int, channels: int, repeats: int) -> dict[str, float]:
-  # ssl_jax first: importing it sets the XLA:CPU flags and host-memory settings the step uses.
+  from ssl_jax.cpu.convolution import conv2d
   from ssl_jax.models import GroupedBatchNorm
-  from ssl_jax.models.conv import conv2d
 
   import jax
   import jax.numpy as jnp
@@ -147,6 +147,8 @@ def main(argv=None):
     parser.error(str(error))
 
   if args.measure_ours:
+    from ssl_jax import cpu
+    cpu.configure()   # the process settings main.py makes, before JAX's backends exist
     for size, channels in stages:
       for operation, ms in time_our_stage(args.batch, size, channels, args.repeats).items():
         print(json.dumps({"impl": "ssl_jax", "batch": args.batch, "size": size,

@@ -33,7 +33,8 @@ sys.path.insert(0, _ROOT)
 import jax  # noqa: E402
 
 from benchmarks import workloads  # noqa: E402
-from benchmarks.step import random_batch  # noqa: E402
+from benchmarks.step import add_conv_impl_argument, random_batch  # noqa: E402
+from ssl_jax import cpu  # noqa: E402
 from ssl_jax.train import Experiment  # noqa: E402
 
 # Phase of an operation from its op_name (first match wins; order matters: a target forward is
@@ -140,8 +141,11 @@ def main(argv=None):
   parser.add_argument("--objective", default="moco_v2")
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--steps", type=int, default=2)
+  add_conv_impl_argument(parser)
   args = parser.parse_args(argv)
+  cpu.configure()   # the process settings main.py makes, before JAX's backends exist
   config = workloads.WORKLOADS[args.workload](args.objective, args.batch)
+  config.model.conv_impl = args.conv_impl
   print(json.dumps(profile(config, args.steps)), flush=True)
 
 

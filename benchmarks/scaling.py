@@ -20,7 +20,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
 from benchmarks import workloads  # noqa: E402
-from benchmarks.step import benchmark  # noqa: E402
+from benchmarks.step import add_conv_impl_argument, benchmark  # noqa: E402
+from ssl_jax import cpu  # noqa: E402
 
 SWEEPS = ("batch", "model")
 
@@ -36,11 +37,14 @@ def main(argv=None):
   parser.add_argument("--width", type=int, default=64, help="channels of the first stage")
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--warmup", type=int, default=1)
+  add_conv_impl_argument(parser)
   args = parser.parse_args(argv)
+  cpu.configure()   # the process settings main.py makes, before JAX's backends exist
 
   for value in args.values.split(","):
     batch = int(value) if args.sweep == "batch" else args.batch
     config = workloads.WORKLOADS[args.workload](args.objective, batch)
+    config.model.conv_impl = args.conv_impl
     config.model.name = value if args.sweep == "model" else args.model
     config.model.width = args.width
     (record,) = benchmark(config, data="synthetic", warmup=args.warmup, steps=args.steps,

@@ -7,6 +7,7 @@ r"""Step benchmark: the jitted train step of each objective, timed alone or fed 
   python benchmarks/step.py --workload=peer --objectives=moco_v2 --batch=64 --quick_compile=both
   python benchmarks/step.py --workload=cifar_r18 --objectives=moco_v2,byol --batch=512 \
       --steps_per_dispatch=1,8                               # lax.scan: 8 steps per call
+  python benchmarks/step.py --workload=peer --objectives=simsiam --batch=64 --conv_impl=xla
 
 Prints one JSON line per (objective, batch, data, steps per dispatch): median and min step
 seconds after warm-up (each call waited for), the step time of as many calls dispatched back to
@@ -24,6 +25,9 @@ the other (the compile-time against step-time trade of ssl_jax/quick_compile.py)
 (`ssl_jax.step.jit_multi_step`): for small models whose steps are bound by the host's dispatch
 rather than the device. --steps then counts calls, step times are a call's time / K, and the
 memory figures include the buffer of K batches.
+--conv_impl sets config.model.conv_impl, the backbone's convolution ('auto', as the configs:
+the CPU one of ssl_jax.cpu in a one-process CPU job; 'xla': the plain nn.Conv). The process
+settings of ssl_jax.cpu.configure() are made first, as main.py makes them.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ import numpy as np  # noqa: E402
 
 from benchmarks import workloads  # noqa: E402
 from input_pipeline.device_augment import VIEW_NAMES  # noqa: E402
+from ssl_jax import cpu  # noqa: E402
+from ssl_jax import models  # noqa: E402
 from ssl_jax import sharding as sharding_lib  # noqa: E402
 from ssl_jax.train import Experiment  # noqa: E402
 
@@ -152,7 +158,8 @@ def benchmark(config, *, data: str, warmup: int, steps: int, peak_tflops: float 
   common_record = {
       "objective": config.objective, "model": config.model.name, "stem": config.model.stem,
       "image_size": config.data.image_size, "batch": experiment.global_batch,
-      "dtype": config.model.dtype, "backend": jax.default_backend(),
+      "dtype": config.model.dtype, "conv_impl": config.model.conv_impl,
+      "backend": jax.default_backend(),
       "devices": int(mesh.devices.size), "quick_compile": config.quick_compile,
       "steps_per_dispatch": steps_per_dispatch,
       "compile_s": round(compile_seconds, 3),
@@ -216,6 +223,7 @@ def parse_args(argv=None):
                       help="comma-separated steps per call (lax.scan over a buffer of batches)")
   parser.add_argument("--quick_compile", default="off", choices=sorted(QUICK_COMPILE_MODES),
                       help="config.quick_compile: off, on, or both (one after the other)")
+  add_conv_impl_argument(parser)
   args = parser.parse_args(argv)
   counts = args.steps_per_dispatch.split(",")
   if not all(count.isdigit() and int(count) > 0 for count in counts):
@@ -225,13 +233,20 @@ def parse_args(argv=None):
   return args
 
 
+def add_conv_impl_argument(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--conv_impl", default="auto", choices=models.CONV_IMPLS,
+                      help="config.model.conv_impl: the backbone's convolution")
+
+
 def main(argv=None):
   args = parse_args(argv)
+  cpu.configure()   # before anything below creates JAX's backends
   devices = jax.devices()[:args.devices] if args.devices > 0 else None
   build = workloads.WORKLOADS[args.workload]
   for objective in args.objectives.split(","):
     for batch_size in (int(b) for b in args.batch.split(",")):
       config = build(objective, batch_size)
+      config.model.conv_impl = args.conv_impl
       if args.dtype:
         config.model.dtype = args.dtype
       for quick in QUICK_COMPILE_MODES[args.quick_compile]:

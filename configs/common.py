@@ -229,6 +229,10 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
       stem=preset["stem"],
       width=64,               # channels of the first stage; 64 is the standard ResNet
       dtype="float32",        # compute dtype; params stay float32
+      # The convolution training uses (params are the same with each; evaluation and exported
+      # encoders always use the plain one): 'xla' (plain nn.Conv) | 'cpu_native' (ssl_jax.cpu's
+      # faster weight gradient on CPU) | 'auto' (cpu_native in a single-process CPU job).
+      conv_impl="auto",
   ))
 
   config.batch_size = 256     # global batch, split over all devices

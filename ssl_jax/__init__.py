@@ -2,16 +2,11 @@
 
 The public entry points are `train_and_evaluate(config, workdir)` (ssl_jax.train) and
 `load_encoder(path)`, which returns a callable from images to pooled and per-stage features.
+Importing the library changes nothing in the process; the CPU settings that make training fast
+there are the application's choice (`ssl_jax.cpu.configure()`).
 """
 
 from __future__ import annotations
-
-from ssl_jax import host_memory, xla_cpu_flags
-
-# Before any JAX backend exists: convolutions' weight gradients out of YNNPACK, and each step's
-# temporaries reused instead of mapped afresh (see the modules).
-xla_cpu_flags.apply()
-host_memory.apply()
 
 
 def load_encoder(path: str):

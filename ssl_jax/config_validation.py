@@ -23,6 +23,7 @@ ALLOWED = {
     "model.stem": ("imagenet", "cifar"),
     "model.dtype": tuple(models.COMPUTE_DTYPES),
     "model.name": models.BACKBONE_NAMES,
+    "model.conv_impl": models.CONV_IMPLS,
     "optim.name": ("sgd", "lars", "adamw"),
     "optim.schedule": ("cosine", "constant"),
     "ema.schedule": ("constant", "cosine"),

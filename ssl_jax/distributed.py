@@ -79,7 +79,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id)
-  return jax.process_count() > 1
+  # Not jax.process_count(): that would create the backends, which the caller may still have
+  # settings for (ssl_jax.cpu.configure).
+  return jax_distributed_state.global_state.num_processes > 1
 
 
 def is_lead_process() -> bool:

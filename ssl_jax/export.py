@@ -65,6 +65,8 @@ class Encoder:
   def __init__(self, model_config: ml_collections.ConfigDict, variables: Any, image_size: int,
                mean, std, metadata: dict):
     self.model_config = model_config
+    # The plain model whatever convolution trained the variables (model_config.conv_impl is a
+    # training-time choice that leaves the params unchanged).
     self.module = models.build_backbone(model_config)
     self.variables = variables
     self.image_size = image_size

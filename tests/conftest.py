@@ -27,11 +27,6 @@ SESSION_COMPILE_FLAGS = "--xla_backend_optimization_level=1 --xla_cpu_use_fusion
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), SESSION_COMPILE_FLAGS,
                                     "--xla_force_host_platform_device_count=8"]).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# The CPU flags ssl_jax sets on import, set here explicitly because a test module may import jax
-# first.
-from ssl_jax import xla_cpu_flags  # noqa: E402
-
-xla_cpu_flags.apply()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Many tests build the same small step (resume runs a config three times): a compilation cache
 # for this session compiles each program once. It is fresh per session, so nothing stale leaks in.
@@ -39,10 +34,16 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ssl_
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-# Only now: jax reads the settings above when it is imported.
+# Only now: jax reads the settings above when it is imported. The session runs with the process
+# settings main.py makes (the XLA:CPU flags, malloc, inline dispatch); `configure` creates the
+# CPU backend with them, before any test module can.
 import flax.linen  # noqa: E402
 import jax  # noqa: E402
 import pytest  # noqa: E402
+
+from ssl_jax import cpu  # noqa: E402
+
+cpu.configure()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -71,9 +72,9 @@ def smooth_activations(monkeypatch):
 
 @pytest.fixture
 def one_device_process(monkeypatch):
-  """`jax.device_count()` is 1, as in a one-device process (the conv's CPU backward asks). Traces
-  of the conv's backward are cached across jits, so the caches are cleared on the way in and
-  out: no other test sees them."""
+  """`jax.device_count()` is 1, as in a one-device process (the backward of ssl_jax.cpu's
+  convolution asks). Traces of that backward are cached across jits, so the caches are cleared on
+  the way in and out: no other test sees them."""
   monkeypatch.setattr(jax, "device_count", lambda backend=None: 1)
   jax.clear_caches()
   yield

@@ -1,4 +1,5 @@
-"""Shared helpers of the convolution tests (test_conv.py, test_native_conv.py)."""
+"""Shared helpers of the CPU convolution tests (test_cpu_convolution.py,
+test_cpu_weight_grad_kernel.py)."""
 
 from __future__ import annotations
 

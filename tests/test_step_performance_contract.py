@@ -14,7 +14,6 @@ import pytest
 from engine_helpers import host_batches, small_config
 from ssl_jax import sharding as sharding_lib
 from ssl_jax import train
-from ssl_jax import xla_cpu_flags
 
 NUM_STEPS = 5
 
@@ -60,12 +59,3 @@ def test_transfer_guard_catches_a_host_batch():
   with jax.transfer_guard("disallow"), pytest.raises(Exception, match="[Dd]isallowed"):
     step(state, {name: np.asarray(value) for name, value in host_batch.items()})
 
-
-def test_cpu_flags_keep_the_users_own_ynnpack_setting_and_append_otherwise():
-  environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-  assert xla_cpu_flags.apply(environ) == (
-      "--xla_force_host_platform_device_count=8 "
-      "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
-  users_own = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}
-  assert xla_cpu_flags.apply(users_own) == "--xla_cpu_experimental_ynn_fusion_type="
-  assert xla_cpu_flags.apply({}) == "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from flax.typing import Dtype
 
 from ssl_jax.models.batch_norm import GroupedBatchNorm
-from ssl_jax.models.conv import Conv2D, bias_free_conv
+from ssl_jax.models.bias_free_conv import ConvFunction, bias_free_conv
 
 # torchvision's DenseNet initialises convs with kaiming_normal_ in its default fan_in mode.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -45,8 +45,10 @@ DENSENET_SPECS: dict[str, tuple[tuple[int, ...], int, int]] = {
 }
 
 
-def _conv(features: int, kernel_size: int, stride: int, dtype: Dtype, name: str) -> Conv2D:
-  return bias_free_conv(features, kernel_size, stride, dtype, conv_kernel_init, name)
+def _conv(features: int, kernel_size: int, stride: int, dtype: Dtype, name: str,
+          conv_general_dilated: ConvFunction | None) -> nn.Conv:
+  return bias_free_conv(features, kernel_size, stride, dtype=dtype, kernel_init=conv_kernel_init,
+                        conv_general_dilated=conv_general_dilated, name=name)
 
 
 class DenseLayer(nn.Module):
@@ -56,13 +58,16 @@ class DenseLayer(nn.Module):
   bn_size: int
   bn_groups: int = 1
   dtype: Dtype = jnp.float32
+  conv_general_dilated: ConvFunction | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     y = GroupedBatchNorm(num_groups=self.bn_groups, dtype=self.dtype, name="norm1")(x, train)
-    y = _conv(self.bn_size * self.growth_rate, 1, 1, self.dtype, "conv1")(nn.relu(y))
+    y = _conv(self.bn_size * self.growth_rate, 1, 1, self.dtype, "conv1",
+              self.conv_general_dilated)(nn.relu(y))
     y = GroupedBatchNorm(num_groups=self.bn_groups, dtype=self.dtype, name="norm2")(y, train)
-    return _conv(self.growth_rate, 3, 1, self.dtype, "conv2")(nn.relu(y))
+    return _conv(self.growth_rate, 3, 1, self.dtype, "conv2", self.conv_general_dilated)(
+        nn.relu(y))
 
 
 class DenseBlock(nn.Module):
@@ -74,6 +79,7 @@ class DenseBlock(nn.Module):
   bn_size: int
   bn_groups: int = 1
   dtype: Dtype = jnp.float32
+  conv_general_dilated: ConvFunction | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -81,6 +87,7 @@ class DenseBlock(nn.Module):
     for layer_index in range(self.num_layers):
       concatenated = jnp.concatenate(features, axis=-1)
       features.append(DenseLayer(self.growth_rate, self.bn_size, self.bn_groups, self.dtype,
+                                 conv_general_dilated=self.conv_general_dilated,
                                  name=f"denselayer{layer_index + 1}")(concatenated, train))
     return jnp.concatenate(features, axis=-1)
 
@@ -91,11 +98,13 @@ class Transition(nn.Module):
   out_channels: int
   bn_groups: int = 1
   dtype: Dtype = jnp.float32
+  conv_general_dilated: ConvFunction | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     y = GroupedBatchNorm(num_groups=self.bn_groups, dtype=self.dtype, name="norm")(x, train)
-    y = _conv(self.out_channels, 1, 1, self.dtype, "conv")(nn.relu(y))
+    y = _conv(self.out_channels, 1, 1, self.dtype, "conv", self.conv_general_dilated)(
+        nn.relu(y))
     return nn.avg_pool(y, (2, 2), strides=(2, 2), padding="VALID")
 
 
@@ -110,6 +119,9 @@ class DenseNet(nn.Module):
     stem: 'imagenet' or 'cifar'.
     bn_groups: per-group BatchNorm statistics (see GroupedBatchNorm); 1 = global-batch BN.
     dtype: compute dtype; params are always float32 and `pooled` is returned in float32.
+    conv_general_dilated: the convolution every `nn.Conv` applies; None is
+      `lax.conv_general_dilated`. Training may pass a faster one with the same values and params
+      (`ssl_jax.models.build_backbone`, conv_impl); the params do not depend on it.
   """
 
   block_sizes: Sequence[int]
@@ -119,18 +131,19 @@ class DenseNet(nn.Module):
   stem: Literal["imagenet", "cifar"] = "imagenet"
   bn_groups: int = 1
   dtype: Dtype = jnp.float32
+  conv_general_dilated: ConvFunction | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array | tuple[jax.Array, ...]]:
     """Maps images (N, H, W, C) to {'pooled': (N, C_final) float32, 'stages': tuple of maps}."""
     x = x.astype(self.dtype)
     if self.stem == "imagenet":
-      x = _conv(self.width, 7, 2, self.dtype, "conv0")(x)
+      x = _conv(self.width, 7, 2, self.dtype, "conv0", self.conv_general_dilated)(x)
       x = nn.relu(GroupedBatchNorm(num_groups=self.bn_groups, dtype=self.dtype, name="norm0")(
           x, train))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     elif self.stem == "cifar":
-      x = _conv(self.width, 3, 1, self.dtype, "conv0")(x)
+      x = _conv(self.width, 3, 1, self.dtype, "conv0", self.conv_general_dilated)(x)
       x = nn.relu(GroupedBatchNorm(num_groups=self.bn_groups, dtype=self.dtype, name="norm0")(
           x, train))
     else:
@@ -139,11 +152,13 @@ class DenseNet(nn.Module):
     stage_outputs = []
     for block_index, num_layers in enumerate(self.block_sizes):
       x = DenseBlock(num_layers, self.growth_rate, self.bn_size, self.bn_groups, self.dtype,
+                     conv_general_dilated=self.conv_general_dilated,
                      name=f"denseblock{block_index + 1}")(x, train)
       if block_index < len(self.block_sizes) - 1:
         stage_outputs.append(x)
         # Compression 0.5, as in DenseNet-BC.
         x = Transition(x.shape[-1] // 2, self.bn_groups, self.dtype,
+                       conv_general_dilated=self.conv_general_dilated,
                        name=f"transition{block_index + 1}")(x, train)
     x = nn.relu(GroupedBatchNorm(num_groups=self.bn_groups, dtype=self.dtype, name="norm5")(
         x, train))

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax.typing import Dtype
 
 from ssl_jax.models.batch_norm import GroupedBatchNorm
-from ssl_jax.models.conv import Conv2D, bias_free_conv
+from ssl_jax.models.bias_free_conv import ConvFunction, bias_free_conv
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), an untruncated normal with
 # std sqrt(2 / fan_out) ('normal' here is untruncated; flax's default convs would truncate).
@@ -47,8 +47,10 @@ RESNET_SPECS: dict[str, tuple[tuple[int, ...], str]] = {
 }
 
 
-def _conv(features: int, kernel_size: int, stride: int, dtype: Dtype, name: str) -> Conv2D:
-  return bias_free_conv(features, kernel_size, stride, dtype, conv_kernel_init, name)
+def _conv(features: int, kernel_size: int, stride: int, dtype: Dtype, name: str,
+          conv_general_dilated: ConvFunction | None) -> nn.Conv:
+  return bias_free_conv(features, kernel_size, stride, dtype=dtype, kernel_init=conv_kernel_init,
+                        conv_general_dilated=conv_general_dilated, name=name)
 
 
 class ResidualBlock(nn.Module):
@@ -64,6 +66,10 @@ class ResidualBlock(nn.Module):
   bn_groups: int = 1
   zero_init_residual: bool = False
   dtype: Dtype = jnp.float32
+  conv_general_dilated: ConvFunction | None = None
+
+  def _conv(self, features: int, kernel_size: int, stride: int, name: str) -> nn.Conv:
+    return _conv(features, kernel_size, stride, self.dtype, name, self.conv_general_dilated)
 
   def _bn(self, name: str, zero_init: bool = False) -> GroupedBatchNorm:
     scale_init = nn.initializers.zeros if zero_init else nn.initializers.ones
@@ -74,25 +80,25 @@ class ResidualBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     if self.kind == "basic":
       out_channels = self.width
-      y = _conv(self.width, 3, self.stride, self.dtype, "conv1")(x)
+      y = self._conv(self.width, 3, self.stride, "conv1")(x)
       y = nn.relu(self._bn("bn1")(y, train))
-      y = _conv(self.width, 3, 1, self.dtype, "conv2")(y)
+      y = self._conv(self.width, 3, 1, "conv2")(y)
       # Zero-init of the last BN's scale makes the block start as the identity (Goyal et al.).
       y = self._bn("bn2", zero_init=self.zero_init_residual)(y, train)
     elif self.kind == "bottleneck":
       out_channels = self.width * BOTTLENECK_EXPANSION
-      y = _conv(self.width, 1, 1, self.dtype, "conv1")(x)
+      y = self._conv(self.width, 1, 1, "conv1")(x)
       y = nn.relu(self._bn("bn1")(y, train))
-      y = _conv(self.width, 3, self.stride, self.dtype, "conv2")(y)  # v1.5: stride on the 3x3
+      y = self._conv(self.width, 3, self.stride, "conv2")(y)  # v1.5: stride on the 3x3
       y = nn.relu(self._bn("bn2")(y, train))
-      y = _conv(out_channels, 1, 1, self.dtype, "conv3")(y)
+      y = self._conv(out_channels, 1, 1, "conv3")(y)
       y = self._bn("bn3", zero_init=self.zero_init_residual)(y, train)
     else:
       raise ValueError(f"Unknown block kind {self.kind!r}; expected 'basic' or 'bottleneck'.")
 
     shortcut = x
     if self.stride != 1 or x.shape[-1] != out_channels:
-      shortcut = _conv(out_channels, 1, self.stride, self.dtype, "shortcut_conv")(x)
+      shortcut = self._conv(out_channels, 1, self.stride, "shortcut_conv")(x)
       shortcut = self._bn("shortcut_bn")(shortcut, train)
     return nn.relu(y + shortcut)
 
@@ -108,6 +114,9 @@ class ResNet(nn.Module):
     bn_groups: per-group BatchNorm statistics (see GroupedBatchNorm); 1 = global-batch BN.
     zero_init_residual: zero-initialise the scale of each block's last BN.
     dtype: compute dtype; params are always float32 and `pooled` is returned in float32.
+    conv_general_dilated: the convolution every `nn.Conv` applies; None is
+      `lax.conv_general_dilated`. Training may pass a faster one with the same values and params
+      (`ssl_jax.models.build_backbone`, conv_impl); the params do not depend on it.
   """
 
   stage_sizes: Sequence[int]
@@ -117,18 +126,19 @@ class ResNet(nn.Module):
   bn_groups: int = 1
   zero_init_residual: bool = False
   dtype: Dtype = jnp.float32
+  conv_general_dilated: ConvFunction | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array | tuple[jax.Array, ...]]:
     """Maps images (N, H, W, C) to {'pooled': (N, C_final) float32, 'stages': tuple of maps}."""
     x = x.astype(self.dtype)
     if self.stem == "imagenet":
-      x = _conv(self.width, 7, 2, self.dtype, "stem_conv")(x)
+      x = _conv(self.width, 7, 2, self.dtype, "stem_conv", self.conv_general_dilated)(x)
       x = GroupedBatchNorm(num_groups=self.bn_groups, dtype=self.dtype, name="stem_bn")(x, train)
       x = nn.relu(x)
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     elif self.stem == "cifar":
-      x = _conv(self.width, 3, 1, self.dtype, "stem_conv")(x)
+      x = _conv(self.width, 3, 1, self.dtype, "stem_conv", self.conv_general_dilated)(x)
       x = GroupedBatchNorm(num_groups=self.bn_groups, dtype=self.dtype, name="stem_bn")(x, train)
       x = nn.relu(x)
     else:
@@ -141,7 +151,7 @@ class ResNet(nn.Module):
         stride = 2 if stage_index > 0 and block_index == 0 else 1
         x = ResidualBlock(width=self.width * 2**stage_index, stride=stride, kind=self.block,
                           bn_groups=self.bn_groups, zero_init_residual=self.zero_init_residual,
-                          dtype=self.dtype,
+                          dtype=self.dtype, conv_general_dilated=self.conv_general_dilated,
                           name=f"stage{stage_index + 1}_block{block_index}")(x, train)
       stage_outputs.append(x)
 

@@ -101,7 +101,8 @@ class BarlowTwins(Objective):
       raise ValueError(f"Barlow Twins lambda_offdiag must be >= 0 (the paper uses 0.0051), got "
                        f"{self.lambda_offdiag}")
     # Global-batch BN: the official code converts every BN to SyncBatchNorm.
-    backbone = build_backbone(config.model, bn_groups=1)   # also validates config.model.dtype
+    # Also validates config.model.dtype and conv_impl.
+    backbone = build_backbone(config.model, bn_groups=1, conv_impl=config.model.conv_impl)
     self.network = SSLNetwork(
         backbone=backbone,
         projector=MLP(hidden_dims=(int(objective_config.proj_hidden_dim),) * (proj_layers - 1),

@@ -53,7 +53,8 @@ class Byol(Objective):
     objective_config = config.objective_config
     self.proj_dim = int(objective_config.proj_dim)
     # Global-batch BN everywhere: the official code uses cross-replica BN (bn_groups = 1).
-    backbone = build_backbone(config.model, bn_groups=1)   # also validates config.model.dtype
+    # Also validates config.model.dtype and conv_impl.
+    backbone = build_backbone(config.model, bn_groups=1, conv_impl=config.model.conv_impl)
     self.dtype = COMPUTE_DTYPES[config.model.dtype]
     self.network = SSLNetwork(
         backbone=backbone,

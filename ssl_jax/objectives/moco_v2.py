@@ -129,7 +129,8 @@ class MocoV2(Objective):
     # The key encoder has exactly the query encoder's architecture, so one module serves both
     # (applied with the online or the target variables).
     self.network = SSLNetwork(
-        backbone=build_backbone(config.model, bn_groups=self.bn_groups),
+        backbone=build_backbone(config.model, bn_groups=self.bn_groups,
+                                conv_impl=config.model.conv_impl),
         projector=self.build_projector(objective_config, COMPUTE_DTYPES[config.model.dtype]),
     )
 

@@ -113,7 +113,8 @@ class SimClr(Objective):
     if self.view_bn not in VIEW_BN_MODES:
       raise ValueError(f"unknown SimCLR view_bn {self.view_bn!r}; allowed: {list(VIEW_BN_MODES)}")
     # Global-batch BN: the official code's `global_bn` (cross-replica BN on TPU pods).
-    backbone = build_backbone(config.model, bn_groups=1)   # also validates config.model.dtype
+    # Also validates config.model.dtype and conv_impl.
+    backbone = build_backbone(config.model, bn_groups=1, conv_impl=config.model.conv_impl)
     self.network = SSLNetwork(
         backbone=backbone,
         projector=SimClrProjector(

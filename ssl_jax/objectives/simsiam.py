@@ -73,7 +73,8 @@ class SimSiam(Objective):
                        "False: with an EMA target, z never receives a gradient anyway")
     self.predictor_options = PredictorOptions(config, "SimSiam")
     # Global-batch BN: the official code converts every BN to SyncBatchNorm.
-    backbone = build_backbone(config.model, bn_groups=1)   # also validates config.model.dtype
+    # Also validates config.model.dtype and conv_impl.
+    backbone = build_backbone(config.model, bn_groups=1, conv_impl=config.model.conv_impl)
     dtype = COMPUTE_DTYPES[config.model.dtype]
     self.network = SSLNetwork(
         backbone=backbone,

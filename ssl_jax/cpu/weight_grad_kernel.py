@@ -8,8 +8,8 @@ cached library. It is registered as an XLA FFI target for the CPU platform.
 
 Without a compiler, or if the build fails, a warning says why and the caller keeps XLA's own
 weight gradient, which is slower and differs from the kernel's by float32 rounding (so a run
-resumed on a machine without a compiler does not continue bit for bit). `SSL_JAX_NATIVE_CONV=0`
-turns the kernel off.
+resumed on a machine without a compiler does not continue bit for bit). Nothing is built unless
+a training step asks for the kernel (`config.model.conv_impl`, see `ssl_jax.cpu.convolution`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,6 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
-from ssl_jax.env_switch import switch_is_on
-
-OPT_OUT_VARIABLE = "SSL_JAX_NATIVE_CONV"
 CACHE_VARIABLE = "SSL_JAX_CACHE_DIR"
 _SOURCE = pathlib.Path(__file__).with_name("conv_weight_grad_cpu.cc")
 _SYMBOL = "SslJaxConvWeightGrad"
@@ -41,12 +38,6 @@ _TARGET = "ssl_jax_conv_weight_grad"
 OUTPUT_CHANNEL_BLOCK = 64
 # A compiler that has not finished by then is taken as failed (the build takes about 2 s).
 _BUILD_TIMEOUT_S = 300
-
-
-def enabled(environ=os.environ) -> bool:
-  return switch_is_on(environ, OPT_OUT_VARIABLE,
-                      on="the default: the CPU weight-gradient kernel, built on first use",
-                      off="XLA's own weight gradient")
 
 
 # /proc/cpuinfo fields that say what -march=native compiles for (x86, then ARM).
@@ -113,8 +104,6 @@ def build(environ=os.environ) -> pathlib.Path:
 def register(environ=os.environ) -> bool:
   """Builds (or finds) the library and registers its handler with XLA; False, with a warning
   saying why, when it cannot be built or loaded."""
-  if not enabled(environ):
-    return False
   try:
     handler = getattr(ctypes.CDLL(str(build(environ))), _SYMBOL)
   # No compiler, a failed build, a library that does not load or lacks the handler.

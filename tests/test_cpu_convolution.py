@@ -1,11 +1,12 @@
-"""Tests of ssl_jax.models.conv: the backbones' convolution must be flax's, value and gradient.
+"""Tests of ssl_jax.cpu.convolution: the training-time convolution must be flax's, value and
+gradient.
 
 The reference is XLA's own convolution and its autodiff rule (`nn.Conv` and `lax`), over the
 shapes the backbones use and the awkward ones (stride 2 on odd sizes, a 1x1 stride-2 shortcut
 whose weight gradient needs negative padding, the 7x7 stride-2 ImageNet stem). The CPU weight
 gradient only moves a transpose, so everything is compared bitwise. (In a one-device process,
 float32 layers with output channels in blocks of 64 take the native kernel instead; none of
-these shapes does: tests/test_native_conv.py.)
+these shapes does: tests/test_cpu_weight_grad_kernel.py.)
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
+from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ssl_jax.models.conv import (Conv2D, _cpu_backward, _tiled_batch_innermost, _xla_backward,
-                                 bias_free_conv, conv2d)
+from ssl_jax.cpu.convolution import (_cpu_backward, _tiled_batch_innermost, _xla_backward,
+                                     conv2d, conv_general_dilated)
 
 from conv_helpers import loss_gradients, random_normal, xla_convolution
 
@@ -148,23 +150,58 @@ def test_nan_where_the_predicate_reads_gives_xla_gradients_too(nan_in, request):
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("window,stride", [(3, 1), (3, 2), (1, 2), (7, 2)])
-def test_module_is_flax_conv(window, stride, dtype):
-  """Same params (name, shape, init) and the same output as nn.Conv(use_bias=False)."""
+def test_in_nn_conv_it_is_the_plain_conv(window, stride, dtype):
+  """Handed to `nn.Conv`, it keeps the params (name, shape, init), the output and the gradients
+  of the plain `nn.Conv` (bias-free, torch's padding, as the backbones build it)."""
   init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-  ours = bias_free_conv(6, window, stride, dtype, init, name="conv")
   pad = window // 2
-  flax_conv = nn.Conv(6, (window, window), strides=(stride, stride), padding=((pad, pad),) * 2,
-                      use_bias=False, dtype=dtype, param_dtype=jnp.float32, kernel_init=init)
+  build = lambda convolution: nn.Conv(
+      6, (window, window), strides=(stride, stride), padding=((pad, pad),) * 2, use_bias=False,
+      dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
+      conv_general_dilated=convolution)
+  ours, plain = build(conv_general_dilated), build(None)
   x = random_normal(2, (2, 9, 9, 5))
   params = jax.jit(ours.init)(jax.random.key(0), x)
-  flax_params = jax.jit(flax_conv.init)(jax.random.key(0), x)
-  assert isinstance(ours, Conv2D)
-  assert jax.tree.structure(params) == jax.tree.structure(flax_params)
-  np.testing.assert_array_equal(params["params"]["kernel"], flax_params["params"]["kernel"])
+  plain_params = jax.jit(plain.init)(jax.random.key(0), x)
+  assert jax.tree.structure(params) == jax.tree.structure(plain_params)
+  np.testing.assert_array_equal(params["params"]["kernel"], plain_params["params"]["kernel"])
   have = jax.jit(ours.apply)(params, x)
-  want = jax.jit(flax_conv.apply)(flax_params, x)
+  want = jax.jit(plain.apply)(plain_params, x)
   assert have.dtype == want.dtype == dtype
   np.testing.assert_array_equal(np.asarray(have, np.float32), np.asarray(want, np.float32))
+  loss = lambda module: jax.jit(jax.grad(
+      lambda p, x_: jnp.sum(jnp.sin(module.apply(p, x_).astype(jnp.float32))), argnums=(0, 1)))
+  # float32: bitwise. bfloat16: to its rounding, as the backbones' convs were before they were
+  # nn.Convs; XLA folds the plain weight gradient's cast to the float32 param into the
+  # convolution, while the custom gradient is rounded to bfloat16 before the cast.
+  relative_tolerance = 0.0 if dtype == jnp.float32 else 2.0**-7
+  for have_grad, want_grad in zip(jax.tree.leaves(loss(ours)(params, x)),
+                                  jax.tree.leaves(loss(plain)(plain_params, x))):
+    want_grad = np.asarray(want_grad, np.float32)
+    np.testing.assert_allclose(np.asarray(have_grad, np.float32), want_grad, rtol=0,
+                               atol=relative_tolerance * np.abs(want_grad).max())
+  # It did take the custom gradient: a custom_vjp, which has no forward mode (training needs none;
+  # everything else uses the plain conv).
+  with pytest.raises(TypeError, match="custom_vjp"):
+    jax.jvp(lambda x_: ours.apply(params, x_), (x,), (x,))
+
+
+@pytest.mark.parametrize("options", [
+    dict(rhs_dilation=(2, 2)), dict(lhs_dilation=(2, 1)), dict(feature_group_count=2),
+    dict(precision=lax.Precision.HIGHEST)])
+def test_convolutions_it_does_not_cover_are_laxs_own(options):
+  """Only the backbones' plain convolutions take the custom gradient; any other is lax's,
+  forward-mode autodiff included."""
+  x, kernel = random_normal(0, (2, 7, 7, 4)), random_normal(1, (3, 3, 2, 6))
+  if options.get("feature_group_count") is None:
+    kernel = random_normal(1, (3, 3, 4, 6))
+  arguments = dict(window_strides=(1, 1), padding=((1, 1), (1, 1)),
+                   dimension_numbers=("NHWC", "HWIO", "NHWC"), **options)
+  want = lax.conv_general_dilated(x, kernel, **arguments)
+  have = conv_general_dilated(x, kernel, **arguments)
+  np.testing.assert_array_equal(np.asarray(have), np.asarray(want))
+  _, tangent = jax.jvp(lambda k: conv_general_dilated(x, k, **arguments), (kernel,), (kernel,))
+  np.testing.assert_array_equal(np.asarray(tangent), np.asarray(want))   # linear in the kernel
 
 
 def test_batch_sharded_gradients_match_one_device():

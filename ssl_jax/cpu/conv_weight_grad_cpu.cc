@@ -6,16 +6,13 @@
 // (KH, KW, C, O), flax's HWIO. Positions outside x are the forward pass's zero padding.
 //
 // Why: XLA:CPU computes this contraction through Eigen's spatial convolution, which needs x with
-// the batch axis innermost (a transpose of x) and then runs at about half the speed Eigen reaches
-// on the forward convolution (at 32 px, 64 channels, batch 64: 24 ms plus 5 ms of transpose,
-// against 16 ms forward, two cores). Read in place, x and dy need no transpose: for one tap (i, j),
-// a block of R input channels and one of 64 output channels, the R x 64 outputs stay in registers
-// while the loop walks over positions; each position adds an outer product of R values of x
+// the batch axis innermost (a transpose of x) and then runs well below the speed Eigen reaches on
+// the forward convolution. Read in place, x and dy need no transpose: for one tap (i, j), a block
+// of R input channels and one of 64 output channels, the R x 64 outputs stay in registers while
+// the loop walks over positions; each position adds an outer product of R values of x
 // (broadcast) and 64 values of dy (vectors). Positions are taken in chunks of a few hundred, so
 // the dy and x rows of a chunk stay in cache while every tap and channel block passes over them.
-// Measured per ResNet-18 CIFAR layer at batch 64 on two cores: 0.24-0.92 of the time of XLA's
-// way, transposes included (12.8 against 28.2 ms at 32 px), and 1.01 on one layer
-// (benchmarks/native_conv.py).
+// Timings per ResNet-18 CIFAR layer: benchmarks/weight_grad_kernel.py and benchmarks/README.md.
 //
 // Threads: positions are cut into a number of partitions fixed by the shape, each summed in order
 // into its own buffer; the buffers are added in partition order. The result therefore does not

@@ -1,45 +1,36 @@
-"""The backbones' convolution: XLA's own, with a weight gradient arranged for XLA:CPU.
+"""A training-time convolution for XLA:CPU: `nn.Conv`'s values, with a faster weight gradient.
 
-The forward pass and the input gradient are exactly `nn.Conv`'s. On the CPU backend the weight
-gradient is computed one of two ways.
+`conv_general_dilated` is a drop-in for `lax.conv_general_dilated` that the backbones hand to
+their `nn.Conv`s when `config.model.conv_impl` asks for it (`ssl_jax.models.build_backbone`).
+The forward pass and the input gradient are exactly XLA's; params are the same whichever
+convolution trained them, so encoders are always evaluated with the plain `nn.Conv`. It is a
+`jax.custom_vjp`: reverse mode only (no jvp, jacfwd or Hessian-vector products), which is all
+training needs.
 
-In a one-device CPU job, float32 layers whose output channels come in blocks of 64 (every ResNet
-layer) use a native kernel (`native_conv`, an XLA FFI call). It reads x and the output gradient
-where they lie, with no transpose. Per ResNet-18 CIFAR layer at batch 64 it took 0.24-0.92 of the
-time of the other way, and 1.01 on one layer (8 px, 3x3, stride 2; benchmarks/README.md). It sums
-in another order than XLA, so its result agrees with XLA's to float32 rounding
-(tests/test_native_conv.py); it is deterministic.
+On the CPU backend the weight gradient is computed one of two ways; other backends get XLA's
+own rule (`lax.platform_dependent` picks the branch when the step is lowered).
 
-Everywhere else on CPU (several devices, bfloat16, other widths, no C++ compiler, or
-`SSL_JAX_NATIVE_CONV=0`), it is the convolution XLA itself would compute, of the input with the
-output gradient, with the input transposed inside a `lax.cond`, for this reason:
+- In a one-device CPU job, float32 layers whose output channels come in blocks of 64 (every
+  ResNet layer) use a native kernel (`weight_grad_kernel`, an XLA FFI call) that reads x and the
+  output gradient where they lie, with no transpose. It sums in another order than XLA, so it
+  agrees with XLA to float32 rounding; it is deterministic.
+- Everywhere else on CPU (several devices, bfloat16, other widths, no C++ compiler), it is the
+  convolution XLA itself would compute, of the input with the output gradient, with the input
+  transposed inside a `lax.cond`. XLA:CPU's Eigen convolution wants the activation operand batch
+  innermost, (C, H, W, N); the transpose XLA inserts for that gets the elementwise chain that
+  produced the activation (the previous BatchNorms, residual add, ReLU) fused into it, so the
+  chain is re-computed reading several full tensors in transposed order instead of reading the
+  stored activation once. `lax.optimization_barrier` cannot prevent that (XLA:CPU removes
+  barriers before fusion), but a conditional's branches are separate computations: a branch
+  receives the stored buffer, and the transpose is a plain copy. Both branches are the same
+  transpose, so the result does not depend on the predicate, which only has to be unknown to the
+  compiler. The gradients are bitwise those of XLA's own rule.
 
-- XLA:CPU runs convolutions through Eigen, which wants the weight gradient's activation operand
-  with the batch axis innermost, (C, H, W, N). XLA inserts that transpose, and its fusion pass
-  then merges the elementwise chain that produced the activation (the previous BatchNorms,
-  residual add and ReLU) into it. The chain is re-computed reading three or four full tensors in
-  transposed order, instead of reading once the buffer that already holds the activation (it is
-  the forward convolution's input).
-- `lax.optimization_barrier` cannot prevent that: XLA:CPU removes barriers before fusion. The
-  branches of a conditional are separate computations, so what a branch receives is the stored
-  buffer, not the chain that computed it, and the transpose is a plain copy of one tensor. Both
-  branches are the same transpose, so the result does not depend on the predicate, which only
-  has to be unknown to the compiler.
-
-Avoiding those strided re-reads made a ResNet-18 CIFAR train step 10-15 % faster on a 2-core CPU
-(MoCo v2, BYOL, SimSiam at batch 64 and 128; `benchmarks/README.md`).
-
-In a one-device process the transpose is done in two passes over tiles of one cache line
-(`_tiled_batch_innermost`). XLA:CPU emits a transpose as one loop in the output's order, so a
-single pass reads x with a stride of a whole image between neighbouring outputs and uses one
-value of each cache line it fetches; with x out of cache (16.7 MB at 64 channels, 32 px, batch
-64) that took 12.6 ms against 8.1 ms for the two passes (one core). On two cores the peer-work
-steps (MoCo v2, BYOL, SimSiam at batch 64 and 128, in-process A/B) took 0.972-1.008 of the
-single-pass time, median 0.99. Several devices keep the single pass (see `_batch_innermost`).
-
-Computed this second way, the gradients are bitwise those of XLA's own rule (tests/test_conv.py).
-Other backends get XLA's rule unchanged (`lax.platform_dependent` picks the branch when the step
-is lowered).
+In a one-device process that transpose is done in two passes over tiles of one cache line
+(`_tiled_batch_innermost`): XLA:CPU emits a transpose as one loop in the output's order, which
+reads x with a stride of a whole image and uses one value of each cache line it fetches. Several
+devices keep the single pass (see `_batch_innermost`). The measurements behind each choice are
+in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -47,14 +38,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax.typing import Dtype, Initializer
 from jax import lax
 from jax.experimental.layout import Layout, with_layout_constraint
 
-from ssl_jax.models import native_conv
+from ssl_jax.cpu import weight_grad_kernel
 
 # Images and feature maps are NHWC, kernels HWIO (flax's layout).
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -73,6 +62,40 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
            padding: Padding) -> jax.Array:
   """A 2-D convolution of NHWC `x` with an HWIO `kernel` (explicit padding per spatial axis)."""
   return _convolve(x, kernel, strides, padding)
+
+
+def _is_plain_2d(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                 feature_group_count, batch_group_count, precision,
+                 preferred_element_type) -> bool:
+  """Whether a `lax.conv_general_dilated` call is one `conv2d` computes: 2-D, NHWC/HWIO,
+  explicit padding, no dilation, no groups, default precision and output type."""
+  if lhs.ndim != 4 or rhs.ndim != 4 or isinstance(padding, str) or dimension_numbers is None:
+    return False
+  ours = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DIMENSION_NUMBERS)
+  return (lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == ours
+          and all(d == 1 for d in (lhs_dilation or (1, 1)))
+          and all(d == 1 for d in (rhs_dilation or (1, 1)))
+          and feature_group_count == 1 and batch_group_count == 1
+          and precision is None and preferred_element_type is None)
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+                         padding: str | Sequence[tuple[int, int]],
+                         lhs_dilation: Sequence[int] | None = None,
+                         rhs_dilation: Sequence[int] | None = None, dimension_numbers=None,
+                         feature_group_count: int = 1, batch_group_count: int = 1,
+                         precision=None, preferred_element_type=None) -> jax.Array:
+  """`lax.conv_general_dilated`, for `nn.Conv(conv_general_dilated=...)`: the plain 2-D
+  convolutions of the backbones go through `conv2d` (the module docstring), any other call is
+  lax's own (same values either way)."""
+  if _is_plain_2d(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                  feature_group_count, batch_group_count, precision, preferred_element_type):
+    return conv2d(lhs, rhs, tuple(window_strides), tuple(tuple(pad) for pad in padding))
+  return lax.conv_general_dilated(
+      lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+      batch_group_count=batch_group_count, precision=precision,
+      preferred_element_type=preferred_element_type)
 
 
 def _conv2d_forward(x, kernel, strides, padding):
@@ -114,9 +137,9 @@ def _batch_innermost(x: jax.Array) -> jax.Array:
 
   The layout constraint the tiled form needs is a custom call that XLA's SPMD partitioner does
   not see through: with the batch sharded over several devices it all-gathers x on every device
-  (tests/test_conv.py). So several devices (forced host devices, several processes) keep the
-  plain transpose, and so does an N or C that is not a whole number of tiles (the RGB stem,
-  small batches).
+  (tests/test_cpu_convolution.py). So several devices (forced host devices, several processes)
+  keep the plain transpose, and so does an N or C that is not a whole number of tiles (the RGB
+  stem, small batches).
   """
   n, _, _, c = x.shape
   tile = _values_per_line(x)
@@ -141,7 +164,7 @@ def _tiled_batch_innermost(x: jax.Array) -> jax.Array:
 
 
 def _native_weight_grad_applies(x: jax.Array, output_grad: jax.Array) -> bool:
-  """Whether the native CPU kernel computes this weight gradient (`native_conv`).
+  """Whether the native CPU kernel computes this weight gradient (`weight_grad_kernel`).
 
   Only in a one-device CPU job: XLA's partitioner cannot see inside the custom call, and with x
   sharded it would gather x and dy onto every device. An accelerator host also traces this
@@ -149,9 +172,9 @@ def _native_weight_grad_applies(x: jax.Array, output_grad: jax.Array) -> bool:
   there; a step placed on that host's CPU takes the other way.
   """
   return (x.dtype == output_grad.dtype == jnp.float32
-          and output_grad.shape[-1] % native_conv.OUTPUT_CHANNEL_BLOCK == 0
+          and output_grad.shape[-1] % weight_grad_kernel.OUTPUT_CHANNEL_BLOCK == 0
           and jax.default_backend() == "cpu" and _one_cpu_device()
-          and native_conv.available())
+          and weight_grad_kernel.available())
 
 
 def transposed_weight_grad(x: jax.Array, kernel: jax.Array, output_grad: jax.Array, *,
@@ -164,7 +187,7 @@ def transposed_weight_grad(x: jax.Array, kernel: jax.Array, output_grad: jax.Arr
   # and its shortcut) are identical and XLA merges them: x is transposed once. With several
   # devices x is sharded and reading one of its values would broadcast it, so the kernel's value
   # is read: free for a replicated (data-parallel) kernel; an FSDP-sharded one costs one scalar
-  # all-reduce per convolution, as before this rule.
+  # all-reduce per convolution.
   source = x if _one_cpu_device() else kernel
   unknown_to_compiler = source[0, 0, 0, 0] == source[0, 0, 0, 0]
   x_batch_innermost = lax.cond(unknown_to_compiler, _batch_innermost, _batch_innermost, x)
@@ -187,7 +210,8 @@ def _cpu_backward(x, kernel, output_grad, *, strides, padding):
   _, input_vjp = jax.vjp(lambda x_: _convolve(x_, kernel, strides, padding), x)
   (input_grad,) = input_vjp(output_grad)
   if _native_weight_grad_applies(x, output_grad):
-    kernel_grad = native_conv.weight_grad(x, output_grad, kernel.shape[:2], strides, padding)
+    kernel_grad = weight_grad_kernel.weight_grad(x, output_grad, kernel.shape[:2], strides,
+                                                 padding)
   else:
     kernel_grad = transposed_weight_grad(x, kernel, output_grad, strides=strides,
                                          padding=padding)
@@ -203,38 +227,3 @@ def _conv2d_backward(strides, padding, residuals, output_grad):
 
 
 conv2d.defvjp(_conv2d_forward, _conv2d_backward)
-
-
-class Conv2D(nn.Module):
-  """A bias-free 2-D convolution with the parameters of `nn.Conv(..., use_bias=False)`.
-
-  Attributes:
-    features: output channels.
-    kernel_size: (height, width) of the window.
-    strides: (height, width) strides.
-    padding: ((top, bottom), (left, right)) zero padding.
-    kernel_init: initialiser of the float32 HWIO 'kernel' param.
-    dtype: compute dtype (input and kernel are cast to it).
-  """
-
-  features: int
-  kernel_size: Sequence[int]
-  strides: Sequence[int]
-  padding: Padding
-  kernel_init: Initializer
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", self.kernel_init,
-                        (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
-    return conv2d(x.astype(self.dtype), kernel.astype(self.dtype), tuple(self.strides),
-                  tuple(tuple(pad) for pad in self.padding))
-
-
-def bias_free_conv(features: int, kernel_size: int, stride: int, dtype: Dtype,
-                   kernel_init: Initializer, name: str) -> Conv2D:
-  """A square bias-free conv with torch's symmetric padding (kernel_size // 2 on each side)."""
-  pad = kernel_size // 2
-  return Conv2D(features, (kernel_size, kernel_size), (stride, stride), ((pad, pad), (pad, pad)),
-                kernel_init=kernel_init, dtype=dtype, name=name)

@@ -1,4 +1,4 @@
-"""Tests of the native CPU weight-gradient kernel (ssl_jax/models/native_conv.py and its C++).
+"""Tests of the native CPU weight-gradient kernel (ssl_jax/cpu/weight_grad_kernel.py and its C++).
 
 The reference is an independent float64 NumPy sum over x's zero-padded windows. The kernel sums
 in float32 in another order than XLA, so results agree to rounding, not bitwise; they must
@@ -7,6 +7,7 @@ however be bitwise repeatable (the partitions and their order are fixed by the s
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -16,11 +17,13 @@ import textwrap
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from ssl_jax.models import native_conv
-from ssl_jax.models.conv import conv2d
+from ssl_jax import models
+from ssl_jax.cpu import weight_grad_kernel
+from ssl_jax.cpu.convolution import conv2d
 
 from conv_helpers import loss_gradients, random_normal, sin_loss_gradient, xla_convolution
 
@@ -63,7 +66,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def kernel_available():
-  assert native_conv.available(), "the native kernel did not build (see the warning)"
+  assert weight_grad_kernel.available(), "the native kernel did not build (see the warning)"
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: "x".join(map(str, case[:5])))
@@ -73,7 +76,7 @@ def test_weight_grad_matches_float64_reference(case, kernel_available):
   out_w = output_size(width, window[1], strides[1], *padding[1])
   x = np.asarray(random_normal(0, (batch, height, width, channels)))
   output_grad = np.asarray(random_normal(1, (batch, out_h, out_w, features)))
-  got = jax.jit(lambda x_, dy: native_conv.weight_grad(x_, dy, window, strides, padding))(
+  got = jax.jit(lambda x_, dy: weight_grad_kernel.weight_grad(x_, dy, window, strides, padding))(
       x, output_grad)
   want = reference_weight_grad(x, output_grad, window, strides, padding)
   assert got.shape == want.shape and got.dtype == jnp.float32
@@ -88,7 +91,7 @@ def test_weight_grad_matches_float64_reference(case, kernel_available):
 def test_weight_grad_of_no_positions_is_zero(x_shape, output_grad_shape, kernel_available):
   x, output_grad = np.zeros(x_shape, np.float32), np.zeros(output_grad_shape, np.float32)
   padding = ((1, 1), (0, 0))
-  got = jax.jit(lambda x_, dy: native_conv.weight_grad(x_, dy, (3, 3), (1, 1), padding))(
+  got = jax.jit(lambda x_, dy: weight_grad_kernel.weight_grad(x_, dy, (3, 3), (1, 1), padding))(
       x, output_grad)
   np.testing.assert_array_equal(np.asarray(got), np.zeros((3, 3, 4, 64), np.float32))
 
@@ -100,16 +103,16 @@ _WEIGHT_GRADS_IN_A_CHILD = textwrap.dedent("""
     import json, os, sys
     os.sched_setaffinity(0, json.loads(sys.argv[1]))
     import jax, numpy as np
-    from ssl_jax.models import native_conv
-    assert native_conv.available()
+    from ssl_jax.cpu import weight_grad_kernel
+    assert weight_grad_kernel.available()
     rng = np.random.default_rng(2)
     grads = {}
     for name, x_shape, dy_shape in [("partitions", (8, 32, 32, 8), (8, 32, 32, 64)),
                                     ("one_row", (1, 1, 9, 8), (1, 1, 9, 192))]:
       x = rng.normal(size=x_shape).astype(np.float32)
       dy = rng.normal(size=dy_shape).astype(np.float32)
-      grad = jax.jit(lambda x_, dy_: native_conv.weight_grad(x_, dy_, (3, 3), (1, 1),
-                                                             ((1, 1), (1, 1))))
+      grad = jax.jit(lambda x_, dy_: weight_grad_kernel.weight_grad(x_, dy_, (3, 3), (1, 1),
+                                                                    ((1, 1), (1, 1))))
       grads[name] = np.asarray(grad(x, dy))
     np.savez(sys.argv[2], **grads)
 """)
@@ -123,7 +126,8 @@ def test_weight_grad_does_not_depend_on_the_number_of_threads(tmp_path, kernel_a
   for name, allowed in cores.items():
     output = tmp_path / f"{name}.npz"
     subprocess.run([sys.executable, "-c", _WEIGHT_GRADS_IN_A_CHILD, json.dumps(allowed),
-                    str(output)], check=True, env={**os.environ, "XLA_FLAGS": ""})
+                    str(output)], check=True, env={**os.environ, "XLA_FLAGS": ""},
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     results[name] = dict(np.load(output))
   for case in ("partitions", "one_row"):
     assert np.abs(results["one"][case]).max() > 0
@@ -169,7 +173,7 @@ def test_accelerator_hosts_do_not_build_the_kernel(one_device_process, monkeypat
     raise AssertionError("the kernel was asked for on a GPU host")
 
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  monkeypatch.setattr(native_conv, "available", must_not_build)
+  monkeypatch.setattr(weight_grad_kernel, "available", must_not_build)
   x = random_normal(4, (4, 16, 16, 8))
   kernel = random_normal(5, (3, 3, 8, 64))
   compiled, _ = conv_gradients(x, kernel, (1, 1), ((1, 1), (1, 1)))
@@ -185,19 +189,31 @@ def test_several_devices_keep_xla_weight_gradient(kernel_available):
   assert not TARGET_CALL.search(compiled)
 
 
-def test_opt_out_and_bad_values():
-  assert native_conv.enabled({}) and native_conv.enabled({native_conv.OPT_OUT_VARIABLE: "1"})
-  assert not native_conv.register({native_conv.OPT_OUT_VARIABLE: "0"})
-  with pytest.raises(ValueError, match=r"SSL_JAX_NATIVE_CONV='yes'.*1 .*or 0"):
-    native_conv.enabled({native_conv.OPT_OUT_VARIABLE: "yes"})
+def test_the_plain_backbone_never_asks_for_the_kernel(one_device_process, monkeypatch):
+  """conv_impl='xla' (what evaluation and exported encoders build) is XLA's convolution alone:
+  no kernel is built, no custom call is made, even where cpu_native would use the kernel."""
+  def must_not_build():
+    raise AssertionError("the kernel was asked for by the plain model")
+
+  monkeypatch.setattr(weight_grad_kernel, "available", must_not_build)
+  config = ml_collections.ConfigDict(dict(name="resnet10", stem="cifar", width=64,
+                                          dtype="float32"))
+  model = models.build_backbone(config)
+  x = random_normal(4, (2, 8, 8, 3))
+  variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
+  loss = lambda params, batch_stats: jnp.sum(model.apply(
+      {"params": params, "batch_stats": batch_stats}, x, train=False)["pooled"])
+  compiled = jax.jit(jax.grad(loss)).lower(variables["params"],
+                                           variables["batch_stats"]).compile().as_text()
+  assert not TARGET_CALL.search(compiled)
 
 
 @pytest.mark.parametrize("compiler,error", [("/nonexistent/c++", "No such file"),
                                             ("false", "false failed on conv_weight_grad_cpu.cc")])
 def test_no_compiler_warns_and_keeps_xla(tmp_path, compiler, error):
-  environ = {"CXX": compiler, native_conv.CACHE_VARIABLE: str(tmp_path)}
+  environ = {"CXX": compiler, weight_grad_kernel.CACHE_VARIABLE: str(tmp_path)}
   with pytest.warns(RuntimeWarning, match=f"kernel is unavailable.*{error}"):
-    assert not native_conv.register(environ)
+    assert not weight_grad_kernel.register(environ)
   assert not list(tmp_path.glob("*.so"))   # nothing half-built is left to load
 
 
@@ -216,21 +232,21 @@ def test_build_is_cached_keyed_and_renamed_into_place(tmp_path, monkeypatch):
       library.write(b"built")
     return subprocess.CompletedProcess(command, 0, stdout="", stderr="")
 
-  monkeypatch.setattr(native_conv, "_run", fake_compiler)
-  environ = {native_conv.CACHE_VARIABLE: str(tmp_path / "cache"), "CXX": "ccache c++"}
-  library = native_conv.build(environ)
-  assert native_conv.build(environ) == library and len(compiled_into) == 1
+  monkeypatch.setattr(weight_grad_kernel, "_run", fake_compiler)
+  environ = {weight_grad_kernel.CACHE_VARIABLE: str(tmp_path / "cache"), "CXX": "ccache c++"}
+  library = weight_grad_kernel.build(environ)
+  assert weight_grad_kernel.build(environ) == library and len(compiled_into) == 1
   assert all(command[:2] == ["ccache", "c++"] for command in commands)   # CXX split like a shell
   assert compiled_into[0] != str(library.parent)           # a scratch directory, not the cache
   assert [path.name for path in library.parent.iterdir()] == [library.name]   # scratch removed
 
   changed = tmp_path / "conv_weight_grad_cpu.cc"
-  changed.write_text(native_conv._SOURCE.read_text() + "\n// changed\n")
-  monkeypatch.setattr(native_conv, "_SOURCE", changed)
-  rebuilt = native_conv.build(environ)
+  changed.write_text(weight_grad_kernel._SOURCE.read_text() + "\n// changed\n")
+  monkeypatch.setattr(weight_grad_kernel, "_SOURCE", changed)
+  rebuilt = weight_grad_kernel.build(environ)
   assert rebuilt != library and len(compiled_into) == 2
 
 
 def test_empty_cache_variable_means_the_default(tmp_path):
-  environ = {native_conv.CACHE_VARIABLE: "", "XDG_CACHE_HOME": str(tmp_path)}
-  assert native_conv._cache_dir(environ) == tmp_path / "ssl_jax"
+  environ = {weight_grad_kernel.CACHE_VARIABLE: "", "XDG_CACHE_HOME": str(tmp_path)}
+  assert weight_grad_kernel._cache_dir(environ) == tmp_path / "ssl_jax"

@@ -1,14 +1,15 @@
 r"""The native CPU weight-gradient kernel against XLA's (Eigen's), per ResNet-18 CIFAR layer.
 
-  python benchmarks/native_conv.py                 # batch 64, 3 rounds
-  python benchmarks/native_conv.py --batch=128 --rounds=5
+  python benchmarks/weight_grad_kernel.py                 # batch 64, 3 rounds
+  python benchmarks/weight_grad_kernel.py --batch=128 --rounds=5
 
 For every distinct convolution of the ResNet-18 CIFAR backbone (the stem, the stride-1 3x3
 layers, the stride-2 3x3 layers and 1x1 shortcuts) it times the weight gradient both ways in one
-process: `native_conv.weight_grad` and `conv.transposed_weight_grad` (the way used without the
-kernel, transposes included). A round times each layer once each way; the table gives the median
-times and the median over rounds of each round's native/XLA ratio. (`conv2d` uses the kernel for
-all of them in a one-device CPU job.)
+process, with the process settings of `ssl_jax.cpu.configure()`: `weight_grad_kernel.weight_grad`
+and `convolution.transposed_weight_grad` (the way used without the kernel, transposes included).
+A round times each layer once each way; the table gives the median times and the median over
+rounds of each round's native/XLA ratio. (`conv_impl='cpu_native'` uses the kernel for all of
+them in a one-device CPU job.)
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ import sys
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-# ssl_jax first: importing it sets the XLA:CPU flags and host-memory settings the step uses.
-from ssl_jax.models import conv, native_conv  # noqa: E402
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.timing import median_ms  # noqa: E402
+from ssl_jax import cpu  # noqa: E402
+from ssl_jax.cpu import convolution, weight_grad_kernel  # noqa: E402
 
 # (input size, in channels, out channels, window, stride) of ResNet-18 CIFAR's convolutions.
 LAYERS = (
@@ -61,9 +61,9 @@ def layer_operands(batch: int, size: int, channels: int, features: int, window: 
 def compiled_pair(batch: int, layer: tuple[int, ...]):
   """Both ways of one layer's weight gradient, compiled, with their operands."""
   x, kernel, output_grad, strides, padding = layer_operands(batch, *layer)
-  native = jax.jit(lambda x_, dy: native_conv.weight_grad(x_, dy, kernel.shape[:2], strides,
-                                                          padding))
-  transposed = jax.jit(lambda x_, dy: conv.transposed_weight_grad(
+  native = jax.jit(lambda x_, dy: weight_grad_kernel.weight_grad(x_, dy, kernel.shape[:2],
+                                                                 strides, padding))
+  transposed = jax.jit(lambda x_, dy: convolution.transposed_weight_grad(
       x_, kernel, dy, strides=strides, padding=padding))
   ways = {"native": native, "xla": transposed}
   compiled = {name: way.lower(x, output_grad).compile() for name, way in ways.items()}
@@ -79,7 +79,8 @@ def main(argv=None):
   if args.batch < 1 or args.repeats < 1 or args.rounds < 1:
     parser.error(f"--batch, --repeats and --rounds must be at least 1, got {args.batch}, "
                  f"{args.repeats}, {args.rounds}")
-  if not native_conv.available():
+  cpu.configure()   # the process settings main.py makes, before JAX's backends exist
+  if not weight_grad_kernel.available():
     parser.error("the native kernel did not build (the warning above says why)")
 
   pairs = [compiled_pair(args.batch, layer) for layer in LAYERS]
