@@ -10,6 +10,7 @@ loads as the plain model.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from input_pipeline import device_augment
 from ssl_jax import config_validation, export, models, train
 from ssl_jax import sharding as sharding_lib
 from ssl_jax.cpu import convolution, weight_grad_kernel
+from ssl_jax.objectives import OBJECTIVES, build_objective
 
 KERNEL_CALL = re.compile(r'custom_call_target="ssl_jax_conv_weight_grad"')
 
@@ -51,6 +53,16 @@ def init_variables(model, images):
 
 def images_of(shape, seed=0):
   return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("conv_impl", ["xla", "cpu_native"])
+def test_every_objective_trains_with_the_configured_convolution(name, conv_impl):
+  config = importlib.import_module(f"configs.{name}").get_config("digits,tiny")
+  config.model.conv_impl = conv_impl
+  network = build_objective(config, num_batch_shards=1).network
+  expected = None if conv_impl == "xla" else convolution.conv_general_dilated
+  assert network.backbone.conv_general_dilated is expected
 
 
 def test_build_backbone_resolves_each_name_to_a_convolution():

@@ -78,6 +78,13 @@ def build_backbone(model_config: ml_collections.ConfigDict, bn_groups: int = 1,
                 conv_general_dilated=convolution)
 
 
+def build_training_backbone(model_config: ml_collections.ConfigDict,
+                            bn_groups: int = 1) -> nn.Module:
+  """The backbone an objective trains: `build_backbone` with the convolution that
+  `model_config.conv_impl` names (evaluation and export build the plain one)."""
+  return build_backbone(model_config, bn_groups, conv_impl=model_config.conv_impl)
+
+
 def feature_dim(name: str, width: int = 64) -> int:
   """Dimension of `pooled` for a named backbone (resnet18: 512, resnet50: 2048, densenet121:
   1024 at width 64)."""
@@ -89,4 +96,5 @@ def feature_dim(name: str, width: int = 64) -> int:
 
 __all__ = ["BACKBONE_NAMES", "COMPUTE_DTYPES", "CONV_IMPLS", "DENSENET_SPECS", "DenseNet",
            "GroupedBatchNorm", "MLP", "RESNET_SPECS", "ResNet", "SSLNetwork", "build_backbone",
+           "build_training_backbone",
            "densenet", "feature_dim", "resnet", "resolve_conv_impl"]

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_backbone
+from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_training_backbone
 from ssl_jax.objectives.base import LossInputs, LossOutput, Objective, PyTree
 
 # torch.nn.BatchNorm1d's default epsilon, used by the official code's affine-free BN on z.
@@ -102,7 +102,7 @@ class BarlowTwins(Objective):
                        f"{self.lambda_offdiag}")
     # Global-batch BN: the official code converts every BN to SyncBatchNorm.
     # Also validates config.model.dtype and conv_impl.
-    backbone = build_backbone(config.model, bn_groups=1, conv_impl=config.model.conv_impl)
+    backbone = build_training_backbone(config.model)
     self.network = SSLNetwork(
         backbone=backbone,
         projector=MLP(hidden_dims=(int(objective_config.proj_hidden_dim),) * (proj_layers - 1),

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_backbone
+from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_training_backbone
 from ssl_jax.objectives.base import LossInputs, LossOutput, Objective, PyTree
 from ssl_jax.objectives.predictor_options import PredictorOptions
 
@@ -54,7 +54,7 @@ class Byol(Objective):
     self.proj_dim = int(objective_config.proj_dim)
     # Global-batch BN everywhere: the official code uses cross-replica BN (bn_groups = 1).
     # Also validates config.model.dtype and conv_impl.
-    backbone = build_backbone(config.model, bn_groups=1, conv_impl=config.model.conv_impl)
+    backbone = build_training_backbone(config.model)
     self.dtype = COMPUTE_DTYPES[config.model.dtype]
     self.network = SSLNetwork(
         backbone=backbone,

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_backbone
+from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_training_backbone
 from ssl_jax.objectives.base import LossInputs, LossOutput, Objective, PyTree
 
 BN_MODES = ("global", "per_device", "shuffle")
@@ -129,8 +129,7 @@ class MocoV2(Objective):
     # The key encoder has exactly the query encoder's architecture, so one module serves both
     # (applied with the online or the target variables).
     self.network = SSLNetwork(
-        backbone=build_backbone(config.model, bn_groups=self.bn_groups,
-                                conv_impl=config.model.conv_impl),
+        backbone=build_training_backbone(config.model, bn_groups=self.bn_groups),
         projector=self.build_projector(objective_config, COMPUTE_DTYPES[config.model.dtype]),
     )
 

@@ -40,7 +40,8 @@ import optax
 from flax.typing import Dtype
 
 from ssl_jax import losses
-from ssl_jax.models import COMPUTE_DTYPES, MLP, GroupedBatchNorm, SSLNetwork, build_backbone
+from ssl_jax.models import (COMPUTE_DTYPES, MLP, GroupedBatchNorm, SSLNetwork,
+                            build_training_backbone)
 from ssl_jax.objectives.base import LossInputs, LossOutput, Objective, PyTree
 
 VIEW_BN_MODES = ("joint", "per_view")
@@ -114,7 +115,7 @@ class SimClr(Objective):
       raise ValueError(f"unknown SimCLR view_bn {self.view_bn!r}; allowed: {list(VIEW_BN_MODES)}")
     # Global-batch BN: the official code's `global_bn` (cross-replica BN on TPU pods).
     # Also validates config.model.dtype and conv_impl.
-    backbone = build_backbone(config.model, bn_groups=1, conv_impl=config.model.conv_impl)
+    backbone = build_training_backbone(config.model)
     self.network = SSLNetwork(
         backbone=backbone,
         projector=SimClrProjector(

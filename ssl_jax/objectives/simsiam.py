@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import losses
-from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_backbone
+from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_training_backbone
 from ssl_jax.objectives.base import LossInputs, LossOutput, Objective, PyTree
 from ssl_jax.objectives.predictor_options import PredictorOptions
 
@@ -74,7 +74,7 @@ class SimSiam(Objective):
     self.predictor_options = PredictorOptions(config, "SimSiam")
     # Global-batch BN: the official code converts every BN to SyncBatchNorm.
     # Also validates config.model.dtype and conv_impl.
-    backbone = build_backbone(config.model, bn_groups=1, conv_impl=config.model.conv_impl)
+    backbone = build_training_backbone(config.model)
     dtype = COMPUTE_DTYPES[config.model.dtype]
     self.network = SSLNetwork(
         backbone=backbone,

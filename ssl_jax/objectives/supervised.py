@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax.models import COMPUTE_DTYPES, build_backbone
+from ssl_jax.models import COMPUTE_DTYPES, build_training_backbone
 from ssl_jax.models.classifier import Classifier
 from ssl_jax.objectives.base import LossInputs, LossOutput, Objective, PyTree
 
@@ -32,7 +32,7 @@ class Supervised(Objective):
           f"the supervised objective needs config.data.num_classes >= 2 (the classifier's "
           f"outputs), got {self.num_classes}; set it for {config.data.name}")
     self.multi_label = config.data.label_type == "multi_label"
-    self.network = Classifier(build_backbone(config.model), self.num_classes,
+    self.network = Classifier(build_training_backbone(config.model), self.num_classes,
                               dtype=COMPUTE_DTYPES[config.model.dtype])
 
   def init(self, rng: jax.Array, image_shape: tuple[int, int, int]) -> tuple[PyTree, PyTree]:

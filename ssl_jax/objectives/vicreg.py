@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_backbone
+from ssl_jax.models import COMPUTE_DTYPES, MLP, SSLNetwork, build_training_backbone
 from ssl_jax.objectives.base import LossInputs, LossOutput, Objective, PyTree
 
 # The hinge's target std (gamma) and the epsilon under its square root (paper section 3.1).
@@ -94,7 +94,7 @@ class VicReg(Objective):
       if weight < 0:
         raise ValueError(f"VICReg {name} must be >= 0 (the paper uses 25 / 25 / 1), got {weight}")
     # Global-batch BN: the official code converts every BN to SyncBatchNorm.
-    backbone = build_backbone(config.model, bn_groups=1)   # also validates config.model.dtype
+    backbone = build_training_backbone(config.model)   # also validates config.model.dtype
     self.network = SSLNetwork(
         backbone=backbone,
         projector=MLP(hidden_dims=(int(objective_config.proj_hidden_dim),) * (proj_layers - 1),
