@@ -97,7 +97,7 @@ def test_sweep_file_runs_are_typed_and_combine_with_flags(tmp_path):
 
 @pytest.mark.parametrize("sweep_flags, expected", [
     (["model.widht=8,16"], ["unknown config key 'config.model.widht'",
-                            "allowed fields: ['dtype', 'name', 'stem', 'width']"]),
+                            "allowed fields: ['conv_impl', 'dtype', 'name', 'stem', 'width']"]),
     (["optimizer.base_lr=0.1"], ["config has no field 'optimizer'", "'optim'"]),
     (["optim=0.1"], ["config.optim is a group of fields", "'optim.base_lr'"]),
     (["optim.base_lr=0.1,fast"], ["config.optim.base_lr expects a float, got 'fast'"]),

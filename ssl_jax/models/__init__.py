@@ -81,8 +81,10 @@ def build_backbone(model_config: ml_collections.ConfigDict, bn_groups: int = 1,
 def build_training_backbone(model_config: ml_collections.ConfigDict,
                             bn_groups: int = 1) -> nn.Module:
   """The backbone an objective trains: `build_backbone` with the convolution that
-  `model_config.conv_impl` names (evaluation and export build the plain one)."""
-  return build_backbone(model_config, bn_groups, conv_impl=model_config.conv_impl)
+  `model_config.conv_impl` names (evaluation and export build the plain one). A model config
+  written by hand without the field trains with 'auto', the configs' default."""
+  return build_backbone(model_config, bn_groups,
+                        conv_impl=model_config.get("conv_impl", "auto"))
 
 
 def feature_dim(name: str, width: int = 64) -> int:
