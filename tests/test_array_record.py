@@ -156,13 +156,15 @@ def test_converted_dataset_feeds_the_train_and_eval_pipelines(tmp_path):
   batches = [next(iterator) for _ in range(3)]
   size = reading.data.image_size
   for batch in batches:
-    assert set(batch) == {"view1", "view2"}
+    assert set(batch) == {"view1", "view2", "label"}   # the label feeds the supervised objective
     assert batch["view1"].shape == (32, size, size, 3) and batch["view1"].dtype == np.uint8
   # The same stream as from the original source: digits are smaller than the shorter side,
   # PNG is lossless, so the converted dataset holds identical examples in identical order.
   original = iter(pipeline.build_train_dataset(config, 32))
   for batch in batches:
-    np.testing.assert_array_equal(batch["view1"], next(original)["view1"])
+    original_batch = next(original)
+    np.testing.assert_array_equal(batch["view1"], original_batch["view1"])
+    np.testing.assert_array_equal(batch["label"], original_batch["label"])
 
   eval_batches = list(pipeline.eval_batches(reading, "test", batch_size=200))
   labels = np.concatenate([b["label"] for b in eval_batches])
