@@ -18,7 +18,7 @@ checkpoint and exits with status 143.
 
 Several processes (hosts) run the same command; they find each other from SLURM / Open MPI /
 Cloud TPU environment variables, or from --coordinator_address, --num_processes and --process_id
-(see the README's "Launching" section).
+(see docs/launching.md).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ flags.DEFINE_enum("mode", "train", ["train", "export", "plot", "eval", "convert"
                   "--source) to WORKDIR/encoder. sweep: one training run per override set of "
                   "--sweep / --sweep_file, each in WORKDIR/<overrides>, then a table. "
                   "sweep_summary: the table of the sweep in --workdir.")
-# --mode=convert (see ssl_jax/torch_import and the README's list of sources).
+# --mode=convert (see ssl_jax/torch_import and the sources in docs/checkpoints.md).
 flags.DEFINE_string("checkpoint", None, "convert: the .pth / .pth.tar / .safetensors file.")
 flags.DEFINE_string("source", None, "convert: the checkpoint family, e.g. mocov2_r50, swav_r50, "
                     "simclr_r50, torchvision_densenet121 (it sets key prefix, architecture and "

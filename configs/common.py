@@ -131,10 +131,10 @@ AUGMENTATIONS = {
     "byol": dict(crop_scale=(0.08, 1.0), flip=True,
                  jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
                  grayscale_prob=0.2, blur_prob=(1.0, 0.1), solarize_prob=(0.0, 0.2)),
-    # Digits: grey strokes filling an 8x8 frame. Crops below half the area or a flip leave two
-    # views of one digit hardly more alike than two different digits (pixel correlation 0.26 vs
-    # 0.23 with the MoCo v2 preset, 0.71 vs 0.43 with this one), and colour jitter cost MoCo
-    # about 3 points of kNN in short runs: mild crops only.
+    # Digits: grey strokes filling an 8x8 frame. Crops below half the area, or a flip, leave two
+    # views of one digit hardly more alike than two different digits (the MoCo v2 preset's views
+    # correlate about as much across digits as within one), and colour jitter lowered MoCo's
+    # kNN in short runs: mild crops only.
     "digits": dict(crop_scale=(0.5, 1.0), flip=False,
                    jitter_prob=0.0, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
                    grayscale_prob=0.0, blur_prob=(0.0, 0.0), solarize_prob=(0.0, 0.0)),
@@ -155,12 +155,10 @@ AUGMENTATIONS = {
     # Photometric part: the objective's.
     "retinopathy": dict(random_resized_crop=False, rotation_degrees=180.0, flip=True,
                         vertical_flip=True),
-    # MedMNIST at 28 px: crops of half the image or more (the objective's go down to a fifth,
-    # about 12 px a side of a 28 px image). On BreastMNIST (tiny jobs of 200 steps, one run
-    # each) kNN top-1 rose with them for the three objectives tried, from 0.737 / 0.712 / 0.756
-    # to 0.763 / 0.731 / 0.769 (SimSiam / MoCo v2 / BYOL); linear top-1 went from 0.782 /
-    # 0.769 / 0.776 to 0.769 / 0.795 / 0.776. Set by dataset name, so it also applies at the
-    # MedMNIST+ sizes (64-224 px), where the objective's crops may suit better
+    # MedMNIST at 28 px: crops of half the image or more. The objectives' own go down to a
+    # fifth of the area, about 12 px a side of a 28 px image; on BreastMNIST tiny jobs, kNN rose
+    # with the milder crops for SimSiam, MoCo v2 and BYOL. Set by dataset name, so it also
+    # applies at the MedMNIST+ sizes (64-224 px), where the objective's crops may suit better
     # (--config.augment.crop_scale). Photometric part: the objective's.
     **{name: dict(crop_scale=(0.5, 1.0)) for name in MEDMNIST_DATASETS},
 }
@@ -403,13 +401,13 @@ def use_dataset_augmentation(config: ml_collections.ConfigDict) -> None:
 
 
 def apply_tiny(config: ml_collections.ConfigDict) -> None:
-  """Shrinks any config to a complete job that runs in under 2 minutes on 2 CPU cores.
+  """Shrinks any config to a complete job of a few minutes at most on 2 CPU cores.
 
-  ResNet-10 (one block a stage) rather than 18: on digits every objective's tiny job still beats
-  the random-init encoder with BN statistics from the data (kNN 0.867) by 0.05-0.09 kNN in 200
-  steps (BYOL, SimSiam and the default MoCo v2 take 300; see their configs; one run each), and a
-  step costs about two thirds as much (BYOL: 103 against 147 ms on 1 device); tiny jobs are
-  most of the test suite's time."""
+  ResNet-10 (one block a stage) of width 8, batch 64, 200 steps, images of at most 32 px, and
+  the evaluators' tiny settings. ResNet-10 rather than 18: a step costs about two thirds as much,
+  tiny jobs are most of the test suite's time, and on digits every objective's tiny job still
+  beats the random-init encoder with BN statistics from the data, which the tests require (BYOL,
+  SimSiam and the default MoCo v2 set 300 steps in their configs for a margin)."""
   config.model.name = "resnet10"
   config.model.width = 8
   config.batch_size = 64

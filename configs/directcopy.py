@@ -12,11 +12,6 @@ DirectCopy paper runs it on DirectPred's code and recipe.
   DirectPred's scaling; 'none' copies F as the official luckmatters `predictor_reg=directcopy`
   branch does (W = F + eps I).
 
-Tiny digits (DirectPred's tiny preset; one run of the ResNet-10, 200-step job, 96 s with the
-evaluation and another job beside it on 2 CPU cores): kNN 0.924 / linear 0.927, against
-0.867 / 0.836 for the random init with BN statistics from the data (0.900 / 0.920 for the
-literal random init).
-
 Eigenspace tracking: `--config.analysis_every_steps=N`, then `python main.py --mode=plot
 --workdir=W` (W and F share eigenvectors here by construction: the record checks the machinery).
 

@@ -57,17 +57,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.base_lr = 0.1
   config = common.finish(config, tiny)
   if tiny and dataset == "digits":
-    # It takes both the digits preset's crops (half the area or more, not the earlier (0.3, 1.0))
-    # and a predictor at 10x the peak lr (constant; Tian et al. 2021 also found a faster predictor
-    # helps): either alone left kNN at 0.884 / 0.873 (one run each), below the literal random
-    # init, though linear rose either way. Peak lr 0.3: at 1.0 (tuned earlier on one machine) the
-    # 300 steps were marginal: kNN gains over the same weights at random init with BN statistics
-    # from the data of 0.013 / 0.096 / 0.056 / 0.036 for seeds 0-3, and 0.013-0.044 for seed 0
-    # under other XLA compile options or on 2 devices (rounding sends the run elsewhere; the test
-    # asks for 0.03). At 0.3 (measured on a Xeon with AVX-512): seeds 0-7 gained 0.064 / 0.089 /
-    # 0.067 / 0.082 / 0.027 / 0.049 / 0.058 / 0.044 (seed 4's random init is the strongest,
-    # 0.882), and seed 0 under four other compile settings 0.038-0.071. 0.2 measured alike; 450
-    # steps added about 0.005.
+    # The tiny job needs both the digits preset's crops (half the area or more) and a predictor
+    # at 10x the peak lr (constant; Tian et al. 2021 also found a faster predictor helps) to beat
+    # the random init in kNN; either alone does not. Peak lr 0.3 rather than higher: the job's
+    # kNN gain over the random init with data BN must hold whatever the seed, the device count
+    # or XLA's compile options (rounding sends a run elsewhere), and a higher rate made some of
+    # those runs marginal. More steps add little.
     config.objective_config.update(dict(proj_hidden_dim=256, proj_dim=64, pred_hidden_dim=32,
                                         proj_layers=2))
     config.optim.update(dict(name="sgd", base_lr=0.3, weight_decay=5e-4, warmup_epochs=2.0,

@@ -2,8 +2,8 @@
 
 Why not the first N. Many sources list their examples grouped by class (an image folder lists
 class after class), so the first 10,000 of CIFAR-10's folder copy are two of its ten classes: the
-kNN memory bank then held 2 classes and every encoder scored 0.16, with nothing to say so. A cap
-therefore draws
+kNN memory bank would hold 2 classes and every encoder would score near chance, with nothing to
+say so. A cap therefore draws
 
 - a stratified subset when the source can list its labels without decoding images (image
   folders, CSVs, the medical sets, MedMNIST, in-memory arrays, synthetic images): each class

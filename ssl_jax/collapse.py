@@ -23,13 +23,13 @@ def singular_values(z: jax.Array) -> jax.Array:
 
   Not square roots of the eigenvalues of z z^T: the Gram matrix squares z's condition number, so
   in float32 the eigenvalues that should be 0 come out at ~1e-7 of the largest and their square
-  roots at ~3e-4 of the largest singular value. That inflated the RankMe of collapsed batches of
-  256 x 2048 projections of rank 1 and 8 to 1.16 and 8.25, against 1.0004 and 7.96 from a float64
+  roots at ~3e-4 of the largest singular value. That would put the RankMe of collapsed batches of
+  256 x 2048 projections of rank 1 and 8 at 1.16 and 8.25, against 1.0004 and 7.96 from a float64
   SVD (the tests' batches). Householder QR is backward stable, so R has z's singular values to
-  the accuracy of an SVD of z, and the SVD then runs on a min(N, d) square matrix: at 256 x 2048
-  on one CPU thread, 12 ms against 25 ms for the SVD of z (and 8 ms for the Gram matrix's
-  eigenvalues); on GPUs, JAX's SVD switches from Jacobi to the much slower gesvd above 1024 rows
-  or columns, which a z of 2048 or 8192 dimensions would hit and its R (up to 1024) does not."""
+  the accuracy of an SVD of z, and the SVD then runs on a min(N, d) square matrix, cheaper than
+  an SVD of z itself. On GPUs, JAX's SVD switches from Jacobi to the much slower gesvd above 1024
+  rows or columns, which a z of 2048 or 8192 dimensions would hit and its R (up to 1024) does
+  not."""
   tall = z.T if z.shape[0] < z.shape[1] else z
   return jnp.linalg.svd(jnp.linalg.qr(tall, mode="r"), compute_uv=False)
 

@@ -12,7 +12,7 @@
 // the loop walks over positions; each position adds an outer product of R values of x
 // (broadcast) and 64 values of dy (vectors). Positions are taken in chunks of a few hundred, so
 // the dy and x rows of a chunk stay in cache while every tap and channel block passes over them.
-// Timings per ResNet-18 CIFAR layer: benchmarks/weight_grad_kernel.py and benchmarks/README.md.
+// Timings per ResNet-18 CIFAR layer: benchmarks/weight_grad_kernel.py and docs/performance.md.
 //
 // Threads: positions are cut into a number of partitions fixed by the shape, each summed in order
 // into its own buffer; the buffers are added in partition order. The result therefore does not
@@ -49,14 +49,14 @@ constexpr int kChannelBlock = 1;   // 1 x 8 accumulators + 1 broadcast of 16 ymm
 constexpr int kVectorsPerBlock = kOutputBlock / kVectorValues;
 typedef float Vector __attribute__((vector_size(kVectorValues * sizeof(float))));
 
-// Positions per chunk: 256 was fastest or within 5 % of it at 32 px x 64 channels down to
-// 4 px x 512 (64 to 4096 tried, two threads).
+// Positions per chunk: 256 is the fastest, or within 5 % of it, at every ResNet-18 CIFAR stage
+// from 32 px x 64 channels to 4 px x 512 (chunks of 64 to 4096 positions, two threads).
 constexpr int kChunkPositions = 256;
-// Partitions: up to 8, with at least 4096 positions each (but at least two partitions, one per
-// core here), because adding up the partitions' sums costs a pass over dW each: with 8
-// partitions of a 4 px x 512 channel layer (batch 64) that took longer than the sums themselves.
-// (Splitting such layers by blocks of output channels instead, with no sums to add, was slower
-// at 16 and 8 px, each block re-reading all of x.)
+// Partitions: up to 8, with at least 4096 positions each (but at least two partitions), because
+// adding up the partitions' sums costs a pass over dW each: with 8 partitions of a 4 px x 512
+// channel layer (batch 64) that would take longer than the sums themselves. (Splitting such
+// layers by blocks of output channels instead, with no sums to add, is slower at 16 and 8 px:
+// each block re-reads all of x.)
 constexpr int64_t kMaxPartitions = 8;
 constexpr int64_t kMinPartitionPositions = 4096;
 

@@ -29,8 +29,8 @@ own rule (`lax.platform_dependent` picks the branch when the step is lowered).
 In a one-device process that transpose is done in two passes over tiles of one cache line
 (`_tiled_batch_innermost`): XLA:CPU emits a transpose as one loop in the output's order, which
 reads x with a stride of a whole image and uses one value of each cache line it fetches. Several
-devices keep the single pass (see `_batch_innermost`). The measurements behind each choice are
-in benchmarks/README.md.
+devices keep the single pass (see `_batch_innermost`). docs/performance.md has the current
+figures and the benchmarks that measure them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Process-wide settings for fast training on a CPU host, made by `configure()` and nothing else.
 
-Each setting answers a cost of XLA:CPU's defaults (the figures are in benchmarks/README.md):
+Each setting answers a cost of XLA:CPU's defaults (the figures are in docs/performance.md):
 
 - `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` in XLA_FLAGS: jaxlib hands
   convolutions to YNNPACK, whose weight gradient (the backward-filter convolution) is several
