@@ -36,10 +36,6 @@ from ml_collections import config_flags  # noqa: E402
 _HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(_HERE, "configs", "moco_v2.py") + ":digits"
 
-config_flags.DEFINE_config_file(
-    "config", DEFAULT_CONFIG,
-    "Config file and its arg, e.g. configs/byol.py:digits,tiny. Override fields with "
-    "--config.<field>=<value>.", lock_config=True)
 flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, TensorBoard events, "
                     "the exported encoder and summary.json (relative paths are fine).")
 flags.DEFINE_enum("mode", "train", ["train", "export", "plot", "eval", "convert", "sweep",
@@ -106,6 +102,39 @@ def _load_config_from_argv(argv: list[str]):
   return module.get_config(config_arg or None)
 
 
+def _exit_on_unknown_override(argv: list[str], error: Exception) -> None:
+  """Exits 2 with one line naming a misspelt --config.<key> and the allowed fields; re-raises
+  `error` when no override explains it."""
+  from ssl_jax import config_validation
+  try:
+    config = _load_config_from_argv(argv)
+  except Exception:  # the config itself is broken: report the original error
+    raise error from None
+  for arg in argv[1:]:
+    if arg.startswith("--config.") or arg.startswith("--noconfig."):
+      key = arg.split("=", 1)[0].split("config.", 1)[1]
+      message = config_validation.unknown_key_message(config, key)
+      if message:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+  raise error
+
+
+def _define_config_flag() -> None:
+  try:
+    config_flags.DEFINE_config_file(
+        "config", DEFAULT_CONFIG,
+        "Config file and its arg, e.g. configs/byol.py:digits,tiny. Override fields with "
+        "--config.<field>=<value>.", lock_config=True)
+  except (AttributeError, KeyError) as error:
+    # Without --config, ml_collections loads the default config and applies the command line's
+    # overrides right here, at definition, before any flag is parsed.
+    _exit_on_unknown_override(sys.argv, error)
+
+
+_define_config_flag()
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with a clear message (and exit 2) for a misspelt --config.<key>."""
   try:
@@ -117,19 +146,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
   except (AttributeError, KeyError) as error:
-    from ssl_jax import config_validation
-    try:
-      config = _load_config_from_argv(argv)
-    except Exception:  # the config itself is broken: report the original error
-      raise error from None
-    for arg in argv[1:]:
-      if arg.startswith("--config.") or arg.startswith("--noconfig."):
-        key = arg.split("=", 1)[0].split("config.", 1)[1]
-        message = config_validation.unknown_key_message(config, key)
-        if message:
-          print(f"error: {message}", file=sys.stderr)
-          sys.exit(EXIT_BAD_INPUT)
-    raise
+    _exit_on_unknown_override(argv, error)
 
 
 def main(argv):

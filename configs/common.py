@@ -227,6 +227,9 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
       stem=preset["stem"],
       width=64,               # channels of the first stage; 64 is the standard ResNet
       dtype="float32",        # compute dtype; params stay float32
+      # ResNet conv kernels: 'kaiming_normal_fan_out' (torchvision's, the official MoCo / SimCLR
+      # / BYOL code) | 'torch_default' (torch's nn.Conv2d default, lightly's ResNets)
+      conv_init="kaiming_normal_fan_out",
       # The convolution training uses (params are the same with each; evaluation and exported
       # encoders always use the plain one): 'xla' (plain nn.Conv) | 'cpu_native' (ssl_jax.cpu's
       # faster weight gradient on CPU) | 'auto' (cpu_native in a single-process CPU job).

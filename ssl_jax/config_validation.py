@@ -24,6 +24,7 @@ ALLOWED = {
     "model.dtype": tuple(models.COMPUTE_DTYPES),
     "model.name": models.BACKBONE_NAMES,
     "model.conv_impl": models.CONV_IMPLS,
+    "model.conv_init": tuple(models.CONV_INITS),
     "optim.name": ("sgd", "lars", "adamw"),
     "optim.schedule": ("cosine", "constant"),
     "ema.schedule": ("constant", "cosine"),

@@ -82,6 +82,8 @@ def test_unknown_key_message_names_the_key_and_allowed_fields():
     ("model.name", "resnet19", r"'resnet19' is not allowed; choose one of \['resnet10'"),
     ("data.source", "ftp", r"'ftp' is not allowed"),
     ("optim.name", "sgdd", r"'sgdd' is not allowed; choose one of \['sgd', 'lars', 'adamw'\]"),
+    ("model.conv_init", "kaiming", r"'kaiming' is not allowed; choose one of "
+                                   r"\['kaiming_normal_fan_out', 'torch_default'\]"),
     ("batch_size", 60, r"batch_size=60 must be divisible by the 8 devices"),
 ])
 def test_bad_values_fail_before_any_work(tmp_path, field, value, expected):
@@ -122,3 +124,20 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, override, expected):
   assert expected in result.stderr
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_misspelt_key_without_config_flag_exits_2_with_a_message(tmp_path):
+  """Without --config, ml_collections applies the overrides while defining the flag (at import
+  of main.py); the misspelt key must still get the one-line message, not a traceback."""
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "main.py"), "--config.optim.base_lrr=0.1",
+       "--workdir=" + str(tmp_path / "run")],
+      capture_output=True, text=True, timeout=120, cwd=tmp_path)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines() == [
+      "error: unknown config key 'config.optim.base_lrr': config.optim has no field 'base_lrr'; "
+      "allowed fields: ['base_lr', 'bias_and_norm_lr_multiplier', 'exclude_bias_and_norm', "
+      "'lr_batch_scale', 'momentum', 'name', 'nesterov', 'predictor_lr_multiplier', "
+      "'predictor_schedule', 'predictor_weight_decay', 'schedule', 'warmup_epochs', "
+      "'weight_decay']"]
+  assert not (tmp_path / "run").exists()

@@ -195,6 +195,47 @@ def test_conv_init_is_untruncated_kaiming_fan_out():
   assert np.mean(np.abs(kernel) > 2.5 * expected_std) > 0.006
 
 
+def test_torch_default_conv_init_matches_torch_conv2d():
+  """conv_init='torch_default' draws each conv as torch's nn.Conv2d does by default
+  (uniform in +-1/sqrt(fan_in)), lightly's ResNets' init; the default stays torchvision's."""
+  import torch  # pylint: disable=import-outside-toplevel
+  block = ResidualBlock(width=64, stride=2, kind="basic", conv_init="torch_default")
+  params = jit_init(block, jnp.zeros((1, 4, 4, 16)))["params"]
+  for name, (in_channels, window) in {"conv1": (16, 3), "conv2": (64, 3),
+                                      "shortcut_conv": (16, 1)}.items():
+    kernel = np.asarray(params[name]["kernel"])   # HWIO
+    torch.manual_seed(0)
+    reference = torch.nn.Conv2d(in_channels, 64, window, bias=False).weight.detach().numpy()
+    assert kernel.shape == reference.transpose(2, 3, 1, 0).shape
+    bound = 1 / np.sqrt(in_channels * window * window)
+    assert np.abs(kernel).max() <= bound + 1e-7
+    assert np.abs(kernel).max() > 0.98 * np.abs(reference).max()
+    assert abs(kernel.std() / reference.std() - 1) < 0.08
+  default = jit_init(ResidualBlock(width=64, stride=2, kind="basic"),
+                     jnp.zeros((1, 4, 4, 16)))["params"]
+  assert abs(np.asarray(default["conv1"]["kernel"]).std() / np.sqrt(2 / (9 * 64)) - 1) < 0.04
+
+
+def test_build_backbone_passes_conv_init_to_every_conv():
+  config = ml_collections.ConfigDict(dict(name="resnet10", stem="cifar", width=8,
+                                          dtype="float32", conv_init="torch_default"))
+  params = jit_init(build_backbone(config), jnp.zeros((1, 8, 8, 3)))["params"]
+  kernels = {jax.tree_util.keystr(path): leaf for path, leaf
+             in jax.tree_util.tree_flatten_with_path(params)[0] if leaf.ndim == 4}
+  assert len(kernels) == 12   # the stem, 4 blocks x 2 convs, 3 shortcuts (stages 2-4)
+  for path, kernel in kernels.items():
+    fan_in = np.prod(kernel.shape[:3])
+    assert np.abs(kernel).max() <= 1 / np.sqrt(fan_in) + 1e-7, path
+    assert np.abs(kernel).max() > 0.9 / np.sqrt(fan_in), path
+  config.conv_init = "xavier"
+  with pytest.raises(ValueError, match="Unknown conv_init 'xavier'; allowed values"):
+    jit_init(build_backbone(config), jnp.zeros((1, 8, 8, 3)))
+  densenet_config = ml_collections.ConfigDict(dict(name="densenet121", stem="cifar", width=8,
+                                                   dtype="float32", conv_init="torch_default"))
+  with pytest.raises(ValueError, match="applies to the ResNets only"):
+    build_backbone(densenet_config)
+
+
 def test_bottleneck_strides_its_3x3_conv():
   # ResNet v1.5 (torchvision): the stride sits on the 3x3 conv, not on the first 1x1.
   block = ResidualBlock(width=2, stride=2, kind="bottleneck")

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import ml_collections
 import pytest
@@ -97,7 +98,8 @@ def test_sweep_file_runs_are_typed_and_combine_with_flags(tmp_path):
 
 @pytest.mark.parametrize("sweep_flags, expected", [
     (["model.widht=8,16"], ["unknown config key 'config.model.widht'",
-                            "allowed fields: ['conv_impl', 'dtype', 'name', 'stem', 'width']"]),
+                            "allowed fields: ['conv_impl', 'conv_init', 'dtype', 'name', "
+                            "'stem', 'width']"]),
     (["optimizer.base_lr=0.1"], ["config has no field 'optimizer'", "'optim'"]),
     (["optim=0.1"], ["config.optim is a group of fields", "'optim.base_lr'"]),
     (["optim.base_lr=0.1,fast"], ["config.optim.base_lr expects a float, got 'fast'"]),
@@ -216,6 +218,41 @@ def test_slurm_array_maps_every_task_id_to_its_run(tmp_path):
   result = task(2)
   assert result.returncode == 0 and "finished before" in result.stdout
   assert MAIN not in result.stdout
+
+
+def test_slurm_task_passes_sigterm_to_the_run_and_requeues_itself(tmp_path):
+  """SLURM signals the batch shell (--signal=B:TERM@...); the run must get the SIGTERM, and a
+  run that stopped for it (exit 143) is requeued."""
+  sweep_dir = tmp_path / "sweep"
+  command.run_sweep(_config(), config_spec=CONFIG_SPEC, base_overrides={}, main_path=MAIN,
+                    sweep_dir=str(sweep_dir), sweep_flags=["optim.base_lr=1e-3,3e-3"],
+                    emit="slurm")
+  script = (sweep_dir / slurm.SCRIPT_FILE).read_text()
+  assert "#SBATCH --signal=B:TERM@120" in script and "#SBATCH --requeue" in script
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  # A stand-in for python main.py: saves "a checkpoint" on SIGTERM and exits 143, as main.py does.
+  (bin_dir / "fake_python").write_text(
+      "#!/bin/bash\ntrap 'echo saved > \"$RUN_MARK\"; exit 143' TERM\n"
+      "touch \"$RUN_MARK.started\"\nwhile true; do sleep 0.05; done\n")
+  (bin_dir / "scontrol").write_text('#!/bin/bash\necho "$@" > "$RUN_MARK.scontrol"\n')
+  for tool in bin_dir.iterdir():
+    tool.chmod(0o755)
+  mark = tmp_path / "mark"
+  environment = dict(os.environ, PYTHON=str(bin_dir / "fake_python"), RUN_MARK=str(mark),
+                     PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_ARRAY_JOB_ID="77",
+                     SLURM_ARRAY_TASK_ID="1")
+  process = subprocess.Popen(["bash", str(sweep_dir / slurm.SCRIPT_FILE)], env=environment)
+  deadline = time.time() + 20
+  while not (tmp_path / "mark.started").exists():
+    assert time.time() < deadline and process.poll() is None, "the run never started"
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)   # what SLURM sends the batch shell
+  assert process.wait(timeout=20) == 143
+  assert mark.read_text().strip() == "saved"
+  run_dir = sweep_dir / json.loads((sweep_dir / command.RUNS_FILE).read_text())["runs"][1]["name"]
+  assert json.loads((run_dir / "sweep_status.json").read_text()) == {"returncode": 143}
+  assert (tmp_path / "mark.scontrol").read_text().split() == ["requeue", "77_1"]
 
 
 # --- summary ------------------------------------------------------------------------------------
@@ -378,3 +415,20 @@ def test_local_runner_goes_on_after_a_crash_skips_finished_runs_and_stops_on_sig
       (runs[1].name, "done"), (runs[2].name, "done"), (runs[0].name, "failed (exit 3)"),
       (runs[3].name, "stopped (resumable)"), (runs[4].name, "not run")]
   assert signal.getsignal(signal.SIGTERM) is handler_before   # the runner restored it
+
+
+def test_listed_commands_run_in_a_shell_as_printed(tmp_path, capsys):
+  """`--sweep_emit=list` prints commands a POSIX shell parses back into the same arguments
+  (a tuple value such as (0.2,1.0) unquoted is a bash syntax error)."""
+  sweep_dir = tmp_path / "sweep dir"
+  command.run_sweep(_config(), config_spec=CONFIG_SPEC, base_overrides={}, main_path=MAIN,
+                    sweep_dir=str(sweep_dir),
+                    sweep_flags=["augment.crop_scale=(0.2,1.0),(0.5,1.0)"], emit="list")
+  lines = [line for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
+  assert len(lines) == 2
+  for line, crop in zip(lines, ["(0.2,1.0)", "(0.5,1.0)"]):
+    text = line.split(": ", 1)[1]
+    parsed = subprocess.run(["bash", "-c", 'printf "%s\\n" ' + text], capture_output=True,
+                            text=True, check=True).stdout.splitlines()
+    assert parsed[0] == "python" and f"--config.augment.crop_scale={crop}" in parsed
+    assert any(arg.startswith("--workdir=") and "sweep dir" in arg for arg in parsed)

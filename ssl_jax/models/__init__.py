@@ -15,7 +15,7 @@ from ssl_jax.models.bias_free_conv import ConvFunction
 from ssl_jax.models.densenet import DENSENET_SPECS, DenseNet, densenet
 from ssl_jax.models.heads import MLP
 from ssl_jax.models.network import SSLNetwork
-from ssl_jax.models.resnet import RESNET_SPECS, ResNet, resnet
+from ssl_jax.models.resnet import CONV_INITS, RESNET_SPECS, ResNet, resnet
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -59,7 +59,8 @@ def build_backbone(model_config: ml_collections.ConfigDict, bn_groups: int = 1,
                    conv_impl: str = "xla") -> nn.Module:
   """Builds the backbone named by `model_config` (fields name, stem, width, dtype).
 
-  An optional `zero_init_residual` field is honoured by the ResNets when the config has one.
+  Optional `zero_init_residual` and `conv_init` fields are honoured by the ResNets when the
+  config has them (configs saved before they existed lack them).
   `conv_impl` (one of CONV_IMPLS) is the convolution it trains with; its params are the same
   whichever it is, so everything but a training step builds the plain model (the default).
   """
@@ -69,12 +70,18 @@ def build_backbone(model_config: ml_collections.ConfigDict, bn_groups: int = 1,
   _check_name(model_config.name)
   dtype = COMPUTE_DTYPES[model_config.dtype]
   convolution = _convolution(conv_impl)
+  conv_init = model_config.get("conv_init", "kaiming_normal_fan_out")
   if model_config.name in DENSENET_SPECS:
+    if conv_init != "kaiming_normal_fan_out":
+      raise ValueError(f"conv_init={conv_init!r} applies to the ResNets only; a DenseNet draws "
+                       "its convs as torchvision's does, so leave conv_init at its default "
+                       "'kaiming_normal_fan_out'.")
     return densenet(model_config.name, stem=model_config.stem, width=model_config.width,
                     dtype=dtype, bn_groups=bn_groups, conv_general_dilated=convolution)
   return resnet(model_config.name, stem=model_config.stem, width=model_config.width,
                 dtype=dtype, bn_groups=bn_groups,
                 zero_init_residual=model_config.get("zero_init_residual", False),
+                conv_init=conv_init,
                 conv_general_dilated=convolution)
 
 
@@ -96,7 +103,7 @@ def feature_dim(name: str, width: int = 64) -> int:
   return resnet_lib.feature_dim(name, width)
 
 
-__all__ = ["BACKBONE_NAMES", "COMPUTE_DTYPES", "CONV_IMPLS", "DENSENET_SPECS", "DenseNet",
-           "GroupedBatchNorm", "MLP", "RESNET_SPECS", "ResNet", "SSLNetwork", "build_backbone",
-           "build_training_backbone",
-           "densenet", "feature_dim", "resnet", "resolve_conv_impl"]
+__all__ = ["BACKBONE_NAMES", "COMPUTE_DTYPES", "CONV_IMPLS", "CONV_INITS", "DENSENET_SPECS",
+           "DenseNet", "GroupedBatchNorm", "MLP", "RESNET_SPECS", "ResNet", "SSLNetwork",
+           "build_backbone", "build_training_backbone", "densenet", "feature_dim", "resnet",
+           "resolve_conv_impl"]

@@ -6,6 +6,14 @@ be converted leaf by leaf: convolutions without bias, torch's explicit symmetric
 (ResNet v1.5), a 1x1-conv + BN projection shortcut whenever the shape changes, and kaiming-normal
 (fan_out) initialisation of convolutions. There is no classifier: SSL heads sit on `pooled`.
 
+`conv_init='torch_default'` draws the convolutions as torch's nn.Conv2d does when nobody
+re-initialises them (uniform in +-1/sqrt(fan_in)), which is what lightly's ResNets start from.
+Every conv here feeds a BatchNorm, so the forward pass ignores the kernel's scale, but an SGD
+step turns a kernel by about lr / |w|^2, and torch's default has a 6x smaller |w|^2 than
+kaiming-normal(fan_out) for a 3x3 conv with as many inputs as outputs: a 6x larger effective
+learning rate for the backbone until weight decay brings the norms to equilibrium, which a run
+of a few hundred steps never reaches (MoCo v2 on CIFAR-10 in docs/results.md).
+
 Two stems:
 - 'imagenet': 7x7 stride-2 conv + BN + ReLU + 3x3 stride-2 max-pool (224 px -> 56 px at stage 1);
 - 'cifar':    3x3 stride-1 conv + BN + ReLU, no max-pool (the usual change for 32 px images).
@@ -30,6 +38,11 @@ from ssl_jax.models.bias_free_conv import ConvFunction, bias_free_conv
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), an untruncated normal with
 # std sqrt(2 / fan_out) ('normal' here is untruncated; flax's default convs would truncate).
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# torch's nn.Conv2d default (kaiming_uniform_ with a=sqrt(5)): uniform in +-1/sqrt(fan_in), i.e.
+# std 1/sqrt(3 fan_in).
+torch_default_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+# config.model.conv_init -> the ResNets' conv kernel initialiser.
+CONV_INITS = {"kaiming_normal_fan_out": conv_kernel_init, "torch_default": torch_default_conv_init}
 
 BOTTLENECK_EXPANSION = 4
 
@@ -48,8 +61,11 @@ RESNET_SPECS: dict[str, tuple[tuple[int, ...], str]] = {
 
 
 def _conv(features: int, kernel_size: int, stride: int, dtype: Dtype, name: str,
-          conv_general_dilated: ConvFunction | None) -> nn.Conv:
-  return bias_free_conv(features, kernel_size, stride, dtype=dtype, kernel_init=conv_kernel_init,
+          conv_general_dilated: ConvFunction | None, conv_init: str) -> nn.Conv:
+  if conv_init not in CONV_INITS:
+    raise ValueError(f"Unknown conv_init {conv_init!r}; allowed values: {sorted(CONV_INITS)}.")
+  return bias_free_conv(features, kernel_size, stride, dtype=dtype,
+                        kernel_init=CONV_INITS[conv_init],
                         conv_general_dilated=conv_general_dilated, name=name)
 
 
@@ -67,9 +83,11 @@ class ResidualBlock(nn.Module):
   zero_init_residual: bool = False
   dtype: Dtype = jnp.float32
   conv_general_dilated: ConvFunction | None = None
+  conv_init: str = "kaiming_normal_fan_out"
 
   def _conv(self, features: int, kernel_size: int, stride: int, name: str) -> nn.Conv:
-    return _conv(features, kernel_size, stride, self.dtype, name, self.conv_general_dilated)
+    return _conv(features, kernel_size, stride, self.dtype, name, self.conv_general_dilated,
+                 self.conv_init)
 
   def _bn(self, name: str, zero_init: bool = False) -> GroupedBatchNorm:
     scale_init = nn.initializers.zeros if zero_init else nn.initializers.ones
@@ -117,6 +135,7 @@ class ResNet(nn.Module):
     conv_general_dilated: the convolution every `nn.Conv` applies; None is
       `lax.conv_general_dilated`. Training may pass a faster one with the same values and params
       (`ssl_jax.models.build_backbone`, conv_impl); the params do not depend on it.
+    conv_init: a key of CONV_INITS, how the convolutions' kernels are drawn.
   """
 
   stage_sizes: Sequence[int]
@@ -127,18 +146,21 @@ class ResNet(nn.Module):
   zero_init_residual: bool = False
   dtype: Dtype = jnp.float32
   conv_general_dilated: ConvFunction | None = None
+  conv_init: str = "kaiming_normal_fan_out"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array | tuple[jax.Array, ...]]:
     """Maps images (N, H, W, C) to {'pooled': (N, C_final) float32, 'stages': tuple of maps}."""
     x = x.astype(self.dtype)
     if self.stem == "imagenet":
-      x = _conv(self.width, 7, 2, self.dtype, "stem_conv", self.conv_general_dilated)(x)
+      x = _conv(self.width, 7, 2, self.dtype, "stem_conv", self.conv_general_dilated,
+                self.conv_init)(x)
       x = GroupedBatchNorm(num_groups=self.bn_groups, dtype=self.dtype, name="stem_bn")(x, train)
       x = nn.relu(x)
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     elif self.stem == "cifar":
-      x = _conv(self.width, 3, 1, self.dtype, "stem_conv", self.conv_general_dilated)(x)
+      x = _conv(self.width, 3, 1, self.dtype, "stem_conv", self.conv_general_dilated,
+                self.conv_init)(x)
       x = GroupedBatchNorm(num_groups=self.bn_groups, dtype=self.dtype, name="stem_bn")(x, train)
       x = nn.relu(x)
     else:
@@ -152,6 +174,7 @@ class ResNet(nn.Module):
         x = ResidualBlock(width=self.width * 2**stage_index, stride=stride, kind=self.block,
                           bn_groups=self.bn_groups, zero_init_residual=self.zero_init_residual,
                           dtype=self.dtype, conv_general_dilated=self.conv_general_dilated,
+                          conv_init=self.conv_init,
                           name=f"stage{stage_index + 1}_block{block_index}")(x, train)
       stage_outputs.append(x)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shlex
 from typing import Any, Sequence
 
 import ml_collections
@@ -101,7 +102,8 @@ def run_sweep(config: ml_collections.ConfigDict, *, config_spec: str,
     for index, run in enumerate(runs):
       command = local.run_command(run, run_dir=os.path.join(sweep_dir, run.name),
                                   python="python", **launch)
-      print(f"{index}: {' '.join(command)}")
+      # Quoted for a POSIX shell: tuple values such as (0.2,1.0) are shell syntax otherwise.
+      print(f"{index}: {shlex.join(command)}")
     print(f"wrote the {len(runs)} runs to {runs_path}")
     return 0
   if emit == "slurm":

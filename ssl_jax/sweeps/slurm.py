@@ -8,6 +8,11 @@ checkpoints. The exit status lands in RUN_DIR/sweep_status.json, as with the loc
 
 `python` is whatever `$PYTHON` names (default: `python` on the PATH, which sbatch passes on from
 the submitting shell, so submit from the activated environment).
+
+Time limits and preemption: `--signal=B:TERM@120` has SLURM send SIGTERM to the batch shell two
+minutes before the time limit; the shell passes it on to the run, which saves a checkpoint and
+exits 143 (main.py's preempted status), and the task then requeues itself (`--requeue`, and
+`scontrol requeue` of this array task), so it resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from ssl_jax.sweeps.definition import Run
 from ssl_jax.sweeps.local import STATUS_FILE, SUMMARY_FILE
 
 SCRIPT_FILE = "sweep.sbatch"
+# SIGTERM this long before the time limit: enough for the run to write its checkpoint.
+SIGNAL_SECONDS_BEFORE_LIMIT = 120
+# main.py's exit status after a SIGTERM that it answered with a checkpoint (128 + SIGTERM).
+PREEMPTED_EXIT_STATUS = 143
 
 
 def sbatch_script(runs: Sequence[Run], sweep_dir: str, *, main_path: str, config_spec: str,
@@ -34,6 +43,8 @@ def sbatch_script(runs: Sequence[Run], sweep_dir: str, *, main_path: str, config
       f"#SBATCH --array=0-{len(runs) - 1}",
       f"#SBATCH --output={sweep_dir}/slurm-%A_%a.out",
       "#SBATCH --ntasks=1",
+      f"#SBATCH --signal=B:TERM@{SIGNAL_SECONDS_BEFORE_LIMIT}",
+      "#SBATCH --requeue",
       *[f"#SBATCH {option}" for option in sbatch_options],
       f"# {len(runs)} runs of ssl-jax; the run list is {sweep_dir}/sweep.json. Options given to",
       "# sbatch on its command line (--gres, --time, --partition, ...) override the lines above.",
@@ -54,12 +65,19 @@ def sbatch_script(runs: Sequence[Run], sweep_dir: str, *, main_path: str, config
       "fi",
       'mkdir -p "$RUN_WORKDIR"',
       f"cd {shlex.quote(os.path.dirname(os.path.abspath(main_path)))}",
+      # In the background so that the shell, which SLURM signals, can pass SIGTERM on to it.
       " ".join(['"$PYTHON"', shlex.quote(os.path.abspath(main_path)),
                 shlex.quote(f"--config={config_spec}"),
                 *[shlex.quote(flag) for flag in base_flags],
-                '"${RUN_FLAGS[@]}"', '--workdir="$RUN_WORKDIR"']),
-      "returncode=$?",
+                '"${RUN_FLAGS[@]}"', '--workdir="$RUN_WORKDIR"', "&"]),
+      "run_pid=$!",
+      "trap 'kill -TERM \"$run_pid\" 2>/dev/null' TERM",
+      # A trapped signal ends `wait` early; wait again until the run itself has exited.
+      'while kill -0 "$run_pid" 2>/dev/null; do wait "$run_pid"; returncode=$?; done',
       f'echo "{{\\"returncode\\": $returncode}}" > "$RUN_WORKDIR/{STATUS_FILE}"',
+      f"if [ $returncode -eq {PREEMPTED_EXIT_STATUS} ] && command -v scontrol >/dev/null; then",
+      '  scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"',
+      "fi",
       "exit $returncode",
   ]
   return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Results protocols: whole recipes for one dataset, one objective per run (docs/results.md)."""
