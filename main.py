@@ -154,8 +154,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # Imported here so that --help and flag errors do not pay for jax.
   from input_pipeline.file_list_source import TooManyUnreadableImages
-  from ssl_jax import config_validation, cpu, distributed, train
+  from ssl_jax import config_validation, cpu, disk_space, distributed, train
+  from ssl_jax.checkpointing import NoUsableCheckpoint
+  from ssl_jax.export import InvalidEncoder
+  from ssl_jax.run_records import RecordError
   from ssl_jax.torch_import.errors import ConversionError
+  from ssl_jax.workdir_owner import WorkdirBusy
 
   if flags.FLAGS.mode in ("train", "export", "eval"):
     try:   # before anything creates a JAX backend
@@ -172,6 +176,9 @@ def main(argv):
     # joining the job and before any other JAX work, since JAX reads them when it creates its
     # backends (which this call then does).
     cpu.configure()
+
+  from ssl_jax import checkpointing
+  sys.unraisablehook = checkpointing.quiet_closed_event_loop_reports(sys.unraisablehook)
 
   config = flags.FLAGS.config
   try:
@@ -195,14 +202,23 @@ def main(argv):
       print(f"exported the encoder to {path}")
     else:
       train.train_and_evaluate(config, flags.FLAGS.workdir)
-  except (config_validation.ConfigError, FileNotFoundError, ConversionError) as error:
+  except (config_validation.ConfigError, FileNotFoundError, ConversionError,
+          InvalidEncoder) as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
   except train.Preempted as preempted:
     print(str(preempted), file=sys.stderr)
     sys.exit(EXIT_PREEMPTED)
-  except (train.NonFiniteTraining, TooManyUnreadableImages) as error:
+  except (train.NonFiniteTraining, TooManyUnreadableImages, WorkdirBusy, NoUsableCheckpoint,
+          RecordError, disk_space.DiskFull) as error:
     print(f"error: {error}", file=sys.stderr)
+    sys.exit(1)
+  except Exception as error:
+    full_disk = disk_space.full_disk_message(error, flags.FLAGS.workdir,
+                                               train.CHECKPOINT_DIR)
+    if full_disk is None:
+      raise
+    print(f"error: {full_disk}", file=sys.stderr)
     sys.exit(1)
 
 

@@ -200,6 +200,8 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
       split_seed=0,                   # seed of the patient-wise split (fixed, not config.seed)
       # Undecodable files are skipped; more than this fraction of the files read stops the run.
       max_skipped_fraction=0.01,
+      # csv: images listed outside root (absolute paths, '..', links) are refused unless True.
+      allow_outside_root=False,
   ))
 
 

@@ -58,11 +58,24 @@ def resolve(root: str, path: str) -> str:
   return path if os.path.isabs(path) else os.path.join(root, path)
 
 
-def check_files_exist(root: str, relative_paths: Sequence[str], listed_in: str) -> None:
+def check_files_exist(root: str, relative_paths: Sequence[str], listed_in: str, *,
+                      allow_outside_root: bool = False) -> None:
+  """Every listed image is a file, and (unless `allow_outside_root`) lies under `root` once
+  '..' and links are resolved: a label file must not make a run read arbitrary files."""
   missing = [p for p in relative_paths if not os.path.isfile(os.path.join(root, p))]
   if missing:
     raise ValueError(f"{len(missing)} of the {len(relative_paths)} images listed in {listed_in} "
                      f"are not under {root}, e.g. {missing[:10]}")
+  if allow_outside_root:
+    return
+  real_root = os.path.realpath(root)
+  outside = [p for p in relative_paths
+             if os.path.commonpath([real_root, os.path.realpath(os.path.join(root, p))])
+             != real_root]
+  if outside:
+    raise ValueError(f"{len(outside)} of the images listed in {listed_in} lie outside data.root="
+                     f"{root} (e.g. {outside[:5]}); set --config.data.allow_outside_root=True "
+                     "if that is intended")
 
 
 def _single_labels(values: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -91,7 +104,7 @@ def _binary(value: str, column: str, row: int) -> int:
 
 @functools.lru_cache(maxsize=8)
 def read_labelled_csv(root: str, labels_csv: str, path_column: str, label_columns: str,
-                      patient_column: str) -> LabelledFiles:
+                      patient_column: str, allow_outside_root: bool = False) -> LabelledFiles:
   """The generic CSV dataset (see the module docstring)."""
   columns = [c.strip() for c in label_columns.split(",") if c.strip()]
   if not path_column or not columns:
@@ -99,7 +112,7 @@ def read_labelled_csv(root: str, labels_csv: str, path_column: str, label_column
   csv_path = resolve(root, labels_csv)
   rows = read_csv(csv_path, [path_column, *columns] + ([patient_column] if patient_column else []))
   paths = tuple(row[path_column] for row in rows)
-  check_files_exist(root, paths, csv_path)
+  check_files_exist(root, paths, csv_path, allow_outside_root=allow_outside_root)
   if len(columns) == 1:
     labels, classes = _single_labels([row[columns[0]] for row in rows])
   else:
@@ -125,7 +138,8 @@ def csv_source(data_config, split: str) -> file_list_source.ImageListSource:
   """`split` of the generic CSV dataset `data_config` describes."""
   root = file_list_source.check_root(data_config.root, data_config.name)
   files = read_labelled_csv(root, data_config.labels_csv, data_config.csv_path_column,
-                            data_config.csv_label_columns, data_config.csv_patient_column)
+                            data_config.csv_label_columns, data_config.csv_patient_column,
+                            data_config.allow_outside_root)
   return split_source(files, split, test_fraction=data_config.test_fraction,
                       split_seed=data_config.split_seed,
                       max_skipped_fraction=data_config.max_skipped_fraction,

@@ -19,6 +19,7 @@ evaluation caps draw a stratified subset instead (eval_subset.py).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 from input_pipeline import file_list_source
@@ -55,10 +56,22 @@ def _split_dir(root: str, split: str) -> str:
 
 
 def _images_under(directory: str) -> list[str]:
-  """Image files below `directory`, as paths relative to it, in a fixed (sorted) order."""
+  """Image files below `directory`, as paths relative to it, in a fixed (sorted) order.
+
+  Links to directories are followed, each real directory once: a link back up the tree (a
+  cycle) or a second link to a directory already listed is skipped with a warning, instead of
+  listing its images again and again."""
   found = []
+  visited = {os.path.realpath(directory)}
   for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
     dirnames.sort()
+    for name in list(dirnames):
+      real = os.path.realpath(os.path.join(dirpath, name))
+      if real in visited:
+        logging.warning("skipping %s: it links to %s, which is already listed",
+                        os.path.join(dirpath, name), real)
+        dirnames.remove(name)
+      visited.add(real)
     relative = os.path.relpath(dirpath, directory)
     found.extend(os.path.normpath(os.path.join(relative, name))
                  for name in sorted(filenames) if image_files.is_image_file(name))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from typing import Any
 
@@ -97,21 +98,123 @@ class Encoder:
     return self._pooled(self.variables, images)
 
 
-def load_encoder(path: str) -> Encoder:
-  """Loads an encoder directory written by `export_encoder` (or by a checkpoint converter)."""
-  path = os.path.abspath(path)
+class InvalidEncoder(ValueError):
+  """An encoder directory whose description or variables are not a loadable encoder."""
+
+
+def _model_description(model: Any, where: str) -> ml_collections.ConfigDict:
+  if not isinstance(model, dict):
+    raise InvalidEncoder(f"{where}: 'model' must be an object with name, stem, width and dtype, "
+                         f"got {model!r}")
+  allowed = {"name": models.BACKBONE_NAMES, "stem": ("imagenet", "cifar"),
+             "dtype": tuple(models.COMPUTE_DTYPES)}
+  for field, values in allowed.items():
+    if model.get(field) not in values:
+      raise InvalidEncoder(f"{where}: model.{field} is {model.get(field)!r}; allowed: "
+                           f"{list(values)}")
+  width = model.get("width")
+  if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
+    raise InvalidEncoder(f"{where}: model.width must be a positive integer, got {width!r}")
+  return ml_collections.ConfigDict({field: model[field] for field in ("name", "stem", "width",
+                                                                      "dtype")})
+
+
+def _channel_values(description: dict, field: str, where: str, *, positive: bool) -> list[float]:
+  values = description.get(field)
+  if (not isinstance(values, list) or len(values) != 3
+      or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+      or not all(math.isfinite(v) and (v > 0 or not positive) for v in values)):
+    kind = "finite positive" if positive else "finite"
+    raise InvalidEncoder(f"{where}: {field} must be a list of 3 {kind} numbers (one per RGB "
+                         f"channel), got {values!r}")
+  return [float(v) for v in values]
+
+
+def read_description(path: str) -> dict:
+  """The checked contents of `path`/encoder.json: format version, model (name, stem, width,
+  dtype from the allowed values), image_size (a positive integer), mean and std (three finite
+  numbers each; std positive), metadata (an object). Raises `InvalidEncoder` naming the file and
+  the field."""
   description_file = os.path.join(path, ENCODER_FILE)
   if not os.path.isfile(description_file):
     raise FileNotFoundError(
         f"{path} is not an exported encoder: it has no {ENCODER_FILE} (export one with "
         f"`python main.py --mode=export --config=... --workdir=...`, or point at WORKDIR/encoder)")
-  with open(description_file) as f:
-    description = json.load(f)
+  try:
+    with open(description_file) as f:
+      description = json.load(f)
+  except ValueError as error:
+    raise InvalidEncoder(f"{description_file} is not valid JSON: {error}") from None
+  if not isinstance(description, dict):
+    raise InvalidEncoder(f"{description_file}: expected a JSON object, got "
+                         f"{type(description).__name__}")
   if description.get("format_version") != FORMAT_VERSION:
-    raise ValueError(f"{description_file}: unsupported format_version "
-                     f"{description.get('format_version')!r} (this ssl-jax reads {FORMAT_VERSION})")
-  model_config = ml_collections.ConfigDict(description["model"])
-  variables = checkpointing.restore_pytree(os.path.join(path, VARIABLES_DIR))
+    raise InvalidEncoder(f"{description_file}: unsupported format_version "
+                         f"{description.get('format_version')!r} (this ssl-jax reads "
+                         f"{FORMAT_VERSION})")
+  image_size = description.get("image_size")
+  if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
+    raise InvalidEncoder(f"{description_file}: image_size must be a positive integer, got "
+                         f"{image_size!r}")
+  metadata = description.get("metadata", {})
+  if not isinstance(metadata, dict):
+    raise InvalidEncoder(f"{description_file}: metadata must be an object, got {metadata!r}")
+  return {"model": _model_description(description.get("model"), description_file),
+          "image_size": image_size,
+          "mean": _channel_values(description, "mean", description_file, positive=False),
+          "std": _channel_values(description, "std", description_file, positive=True),
+          "metadata": metadata}
+
+
+def _check_variable_shapes(variables: Any, model_config: ml_collections.ConfigDict,
+                           image_size: int, where: str) -> None:
+  """Every variable the declared architecture has, with its shape, and no other."""
+  module = models.build_backbone(model_config)
+  expected = jax.eval_shape(
+      lambda: module.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)),
+                          train=False))
+  expected_shapes = {jax.tree_util.keystr(key): leaf.shape
+                     for key, leaf in jax.tree_util.tree_leaves_with_path(expected)}
+  stored_shapes = {jax.tree_util.keystr(key): tuple(leaf.shape)
+                   for key, leaf in jax.tree_util.tree_leaves_with_path(variables)}
+  missing = sorted(set(expected_shapes) - set(stored_shapes))
+  extra = sorted(set(stored_shapes) - set(expected_shapes))
+  wrong = sorted(key for key in set(expected_shapes) & set(stored_shapes)
+                 if expected_shapes[key] != stored_shapes[key])
+  if missing or extra or wrong:
+    described = model_config.to_dict()
+    details = []
+    if wrong:
+      details.append("shape differs: " + ", ".join(
+          f"{key} {stored_shapes[key]} (expected {expected_shapes[key]})" for key in wrong[:3]))
+    if missing:
+      details.append(f"missing: {', '.join(missing[:3])}")
+    if extra:
+      details.append(f"not in the architecture: {', '.join(extra[:3])}")
+    count = len(missing) + len(extra) + len(wrong)
+    raise InvalidEncoder(f"{where} does not hold the variables of the declared model {described} "
+                         f"({count} variables disagree; {'; '.join(details)})")
+
+
+def load_encoder(path: str) -> Encoder:
+  """Loads an encoder directory written by `export_encoder` (or by a checkpoint converter).
+
+  The description and the variables are checked first (`read_description`; every variable's
+  shape against the declared architecture): a damaged or mismatched directory is an
+  `InvalidEncoder` naming the file and the field, never a wrong number later."""
+  path = os.path.abspath(path)
+  description = read_description(path)
+  variables_dir = os.path.join(path, VARIABLES_DIR)
+  if not os.path.isdir(variables_dir):
+    raise InvalidEncoder(f"{path}: the variables directory {VARIABLES_DIR}/ is missing")
+  try:
+    variables = checkpointing.restore_pytree(variables_dir)
+  except Exception as error:  # orbax raises many types (and pages of log) for damaged files
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    raise InvalidEncoder(f"{variables_dir} cannot be read ({type(error).__name__}: "
+                         f"{lines[0][:300] if lines else ''}); re-export the encoder") from None
+  _check_variable_shapes(variables, description["model"], description["image_size"],
+                         variables_dir)
   variables = jax.tree.map(jnp.asarray, variables)
-  return Encoder(model_config, variables, description["image_size"], description["mean"],
-                 description["std"], description.get("metadata", {}))
+  return Encoder(description["model"], variables, description["image_size"],
+                 description["mean"], description["std"], description["metadata"])

@@ -8,17 +8,12 @@ training never depends on TensorFlow being installed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 
 import jax
 from clu import metrics as clu_metrics
-
-# JSON-lines records in the workdir, read by the plot command (ssl_jax/plots).
-METRICS_FILE = "metrics.jsonl"     # the training metrics at every log step
-ANALYSIS_FILE = "analysis.jsonl"   # the objective's analysis records (Objective.analysis)
 
 # Metrics every objective's step reports; objectives add their own (`Objective.metric_names`).
 ENGINE_METRICS = ("loss", "learning_rate", "tau", "projection_std", "rankme", "grad_norm",
@@ -48,38 +43,6 @@ def create_writer(workdir: str, enabled: bool):
                                              asynchronous=True)
 
 
-class JsonlHistory:
-  """An append-only JSON-lines record of a run ({"step": n, ...} per line), the input of the
-  plot command (`python main.py --mode=plot`) without TensorBoard or TensorFlow.
-
-  A resumed run first drops the records after its checkpoint's step: those steps are recomputed,
-  and keeping both copies would draw the curve twice."""
-
-  def __init__(self, path: str, enabled: bool):
-    self.path = path
-    self.enabled = enabled
-
-  def truncate_after(self, step: int) -> None:
-    if not self.enabled or not os.path.exists(self.path):
-      return
-    kept = [record for record in read_jsonl(self.path) if record["step"] <= step]
-    with open(self.path, "w") as f:
-      f.writelines(json.dumps(record) + "\n" for record in kept)
-
-  def append(self, step: int, values: dict) -> None:
-    if self.enabled:
-      with open(self.path, "a") as f:
-        f.write(json.dumps({"step": int(step), **values}) + "\n")
-
-
-def read_jsonl(path: str) -> list[dict]:
-  """The records of a `JsonlHistory` file, in file order ([] when it does not exist)."""
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 class _ConsoleOnlyWriter:
   """The subset of clu's MetricWriter interface the trainer uses, without TensorFlow."""
 
@@ -99,45 +62,37 @@ class _ConsoleOnlyWriter:
 class Progress:
   """A tqdm bar with loss and images/s, refreshed at log steps only (no per-step host sync).
 
-  It also keeps the training throughput: the interval that includes compilation (the first
-  after a start or resume) and time spent in evaluations are left out."""
+  It also times the training: the interval that includes compilation (the first after a start
+  or resume) and intervals with an evaluation do not count (see run_records.training_figures)."""
 
   def __init__(self, total_steps: int, initial_step: int, images_per_step: int, enabled: bool):
     self._images_per_step = images_per_step
     self._last_step = initial_step
     self._last_time = time.perf_counter()
     self._skip_next_interval = True   # the first interval includes compilation
-    self._train_images = 0
-    self._train_seconds = 0.0
     self._bar = None
     if enabled and jax.process_index() == 0:
       from tqdm import tqdm
       self._bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True)
 
-  def update(self, step: int, loss: float) -> float:
+  def update(self, step: int, loss: float) -> tuple[float, float]:
     """Advances to `step` (metrics of which were just fetched, so the device is in sync) and
-    returns images/s over the interval since the previous update."""
+    returns (images/s over the interval since the previous update, the seconds of it that count
+    as training time: 0 when it includes compilation or an evaluation)."""
     now = time.perf_counter()
     images = (step - self._last_step) * self._images_per_step
     seconds = max(now - self._last_time, 1e-9)
-    if not self._skip_next_interval:
-      self._train_images += images
-      self._train_seconds += seconds
+    timed_seconds = 0.0 if self._skip_next_interval else seconds
     self._skip_next_interval = False
     if self._bar is not None:
       self._bar.update(step - self._last_step)
       self._bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images / seconds:.0f}")
     self._last_step, self._last_time = step, now
-    return images / seconds
+    return images / seconds, timed_seconds
 
   def exclude_since_last_update(self) -> None:
     """Leaves the current interval (it contains an evaluation) out of the throughput."""
     self._skip_next_interval = True
-
-  def mean_images_per_second(self) -> float | None:
-    if self._train_seconds == 0:
-      return None
-    return self._train_images / self._train_seconds
 
   def write(self, message: str) -> None:
     if self._bar is not None:

@@ -7,7 +7,6 @@ only at log, evaluation and checkpoint steps; in between it just feeds batches t
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import time
@@ -27,9 +26,12 @@ from ssl_jax import monitoring
 from ssl_jax import optim
 from ssl_jax import preemption
 from ssl_jax import quick_compile
+from ssl_jax import run_records
 from ssl_jax import sharding as sharding_lib
 from ssl_jax import step as step_lib
 from ssl_jax import train_state as train_state_lib
+from ssl_jax import workdir_config
+from ssl_jax import workdir_owner
 from ssl_jax.evaluation import runner
 from ssl_jax.evaluation.data import EvalData, capped_note
 from ssl_jax.evaluation.evaluators import EVALUATORS
@@ -190,14 +192,18 @@ def _export(experiment: Experiment, state, step: int) -> str:
 def export_latest_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes WORKDIR/encoder from the latest checkpoint in `workdir` (export on demand)."""
   experiment = _experiment_or_config_error(config, workdir)
-  checkpointer = experiment.checkpointer()
-  latest = checkpointer.latest_step()
-  if latest is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.join(experiment.workdir, CHECKPOINT_DIR)} to "
-                            "export; train first with the same --config and --workdir")
-  state = checkpointer.restore(latest, experiment.abstract_sharded_state())
-  checkpointer.close()
-  return _export(experiment, state, latest)
+  is_lead = distributed.is_lead_process()
+  with workdir_owner.own(experiment.workdir, enabled=is_lead):
+    checkpointer = experiment.checkpointer()
+    if checkpointer.latest_step() is None:
+      raise FileNotFoundError(f"no checkpoint in {os.path.join(experiment.workdir, CHECKPOINT_DIR)} "
+                              "to export; train first with the same --config and --workdir")
+    workdir_config.check_same_run(config, experiment.workdir)
+    step, state = checkpointer.restore_newest_good(
+        experiment.abstract_sharded_state(), None,
+        os.path.join(experiment.workdir, checkpointing.SET_ASIDE_DIR), move_aside=is_lead)
+    checkpointer.close()
+    return _export(experiment, state, step)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -207,9 +213,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   `stop_at_step` saves a checkpoint at that step and raises `Preempted`, exactly as a SIGTERM
   would: tests use it to interrupt a run deterministically. `devices` (default: all) is the
-  devices the mesh spans."""
+  devices the mesh spans. A workdir that another live run owns is refused (`WorkdirBusy`)."""
   wall_start = time.perf_counter()
   experiment = _experiment_or_config_error(config, workdir, devices)
+  with workdir_owner.own(experiment.workdir, enabled=distributed.is_lead_process()):
+    return _train_and_evaluate_owned(experiment, wall_start, stop_at_step, show_progress)
+
+
+def _train_and_evaluate_owned(experiment: Experiment, wall_start: float,
+                              stop_at_step: int | None, show_progress: bool) -> dict[str, Any]:
+  config = experiment.config
   mesh = experiment.mesh
   is_lead = distributed.is_lead_process()
 
@@ -222,11 +235,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   online_knn = config.eval.knn.copy_and_resolve_references()
   online_knn.ks = tuple(online_knn.ks)[:1]
 
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    state = checkpointer.restore(latest, checkpointing.abstract_like(state, state_shardings),
-                                 iterator)
-    logging.info("Resumed from the checkpoint at step %d in %s", latest, experiment.workdir)
+  if checkpointer.latest_step() is not None:
+    workdir_config.check_same_run(config, experiment.workdir)
+    restored, state = checkpointer.restore_newest_good(
+        checkpointing.abstract_like(state, state_shardings), iterator,
+        os.path.join(experiment.workdir, checkpointing.SET_ASIDE_DIR), move_aside=is_lead)
+    logging.info("Resumed from the checkpoint at step %d in %s", restored, experiment.workdir)
+  elif is_lead:
+    workdir_config.record(config, experiment.workdir)
   start_step = int(jax.device_get(state.step))
 
   jitted_step = experiment.compiled_train_step(state, state_shardings)
@@ -235,18 +251,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if is_lead:
     _save_class_list(config, experiment.workdir)
   if start_step == 0 and is_lead:
-    writer.write_hparams({key: str(value) for key, value in _flatten(config.to_dict()).items()})
+    writer.write_hparams({key: str(value) for key, value in workdir_config.flatten(config.to_dict()).items()})
   progress = monitoring.Progress(experiment.total_steps, start_step, experiment.global_batch,
                                  enabled=show_progress)
-  metrics_history = monitoring.JsonlHistory(os.path.join(experiment.workdir, monitoring.METRICS_FILE),
+  metrics_history = run_records.JsonlHistory(os.path.join(experiment.workdir, run_records.METRICS_FILE),
                                             enabled=is_lead)
-  analysis_history = monitoring.JsonlHistory(os.path.join(experiment.workdir, monitoring.ANALYSIS_FILE),
+  analysis_history = run_records.JsonlHistory(os.path.join(experiment.workdir, run_records.ANALYSIS_FILE),
                                              enabled=is_lead)
   for history in (metrics_history, analysis_history):
     history.truncate_after(start_step)
 
   accumulated = None
-  final_loss = float("nan")
   with preemption.preemption_watch() as preemption_notice:
     for step in range(start_step, experiment.total_steps):
       batch = sharding_lib.host_batch_to_global(next(iterator), mesh)
@@ -257,8 +272,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if done % config.log_every_steps == 0 or done == experiment.total_steps:
         values = {k: float(v) for k, v in distributed.to_host(accumulated.compute()).items()}
         accumulated = None
-        final_loss = values["loss"]
-        values["images_per_second"] = progress.update(done, values["loss"])
+        values["images_per_second"], values[run_records.TIMED_SECONDS] = progress.update(
+            done, values["loss"])
         if is_lead:
           writer.write_scalars(done, values)
         metrics_history.append(done, values)
@@ -316,20 +331,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     evaluation = runner.summary_metrics(reports)
     eval_splits = eval_data.splits_read()
 
+  # From the records of the whole run (every resume), so that a relaunch of a finished run, or
+  # a resume after a kill during the evaluation, writes the same figures again.
+  training = run_records.training_figures(run_records.read_jsonl(metrics_history.path),
+                                          experiment.global_batch, experiment.total_steps)
   summary = {
       "config_name": config.name,
       "objective": config.objective,
       "steps": experiment.total_steps,
-      "final_loss": final_loss,
-      "images_per_second": progress.mean_images_per_second(),
+      "final_loss": training["final_loss"],
+      "images_per_second": training["images_per_second"],
       "wall_time_seconds": time.perf_counter() - wall_start,
       "eval": evaluation,
       "eval_splits": eval_splits,   # what the evaluation read of each split (all, or capped)
       "config": config.to_dict(),   # what the run was, overrides included (sweep tables)
   }
   if is_lead:
-    with open(os.path.join(experiment.workdir, SUMMARY_FILE), "w") as f:
-      json.dump(summary, f, indent=2)
+    run_records.write_json_atomically(os.path.join(experiment.workdir, SUMMARY_FILE), summary)
     writer.write_scalars(experiment.total_steps, {f"eval/{name}/{key}": value
                                              for name, results in evaluation.items()
                                              for key, value in results.items()})
@@ -397,17 +415,9 @@ def results_table(summary: dict[str, Any]) -> str:
   lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
            for row in rows]
   lines.insert(1, "  ".join("-" * width for width in widths))
+  final_loss = summary["final_loss"]
   header = (f"{summary['config_name']}: {summary['steps']} steps, final loss "
-            f"{summary['final_loss']:.4f}, {summary['wall_time_seconds']:.0f} s")
+            f"{'-' if final_loss is None else f'{final_loss:.4f}'}, "
+            f"{summary['wall_time_seconds']:.0f} s")
   note = capped_note(summary.get("eval_splits", {}))
   return "\n".join([header] + lines + ([note] if note else []))
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine_helpers import small_config
-from ssl_jax import checkpointing, monitoring, train
+from ssl_jax import checkpointing, run_records, train
 
 TOTAL_STEPS = 12
 STOP_AT = 5
@@ -55,8 +55,8 @@ def test_interrupted_run_resumes_bitwise(tmp_path, objective):
   for a, b in zip(leaves_expected, leaves_resumed):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))   # bitwise, incl. queue and EMA
   # The metrics history of the resumed run reads as one run: same steps, same losses.
-  history = {name: monitoring.read_jsonl(os.path.join(str(tmp_path / name),
-                                                      monitoring.METRICS_FILE))
+  history = {name: run_records.read_jsonl(os.path.join(str(tmp_path / name),
+                                                      run_records.METRICS_FILE))
              for name in ("uninterrupted", "interrupted")}
   assert [r["step"] for r in history["interrupted"]] == [r["step"] for r in history["uninterrupted"]]
   assert [r["loss"] for r in history["interrupted"]] == [r["loss"] for r in history["uninterrupted"]]

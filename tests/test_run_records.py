@@ -4,23 +4,23 @@ import os
 
 import pytest
 
-from ssl_jax import monitoring, plots
+from ssl_jax import plots, run_records
 
 
 def test_history_appends_reads_and_drops_records_after_a_resumed_step(tmp_path):
   path = str(tmp_path / "metrics.jsonl")
-  history = monitoring.JsonlHistory(path, enabled=True)
+  history = run_records.JsonlHistory(path, enabled=True)
   for step in (10, 20, 30):
     history.append(step, {"loss": step / 10})
-  assert monitoring.read_jsonl(path) == [{"step": 10, "loss": 1.0}, {"step": 20, "loss": 2.0},
+  assert run_records.read_jsonl(path) == [{"step": 10, "loss": 1.0}, {"step": 20, "loss": 2.0},
                                          {"step": 30, "loss": 3.0}]
   # A run killed after step 30 but checkpointed at 20 recomputes 21..30: the old copies go.
   history.truncate_after(20)
   history.append(30, {"loss": 3.5})
-  assert [(r["step"], r["loss"]) for r in monitoring.read_jsonl(path)] == [(10, 1.0), (20, 2.0),
+  assert [(r["step"], r["loss"]) for r in run_records.read_jsonl(path)] == [(10, 1.0), (20, 2.0),
                                                                            (30, 3.5)]
   # Processes other than the lead write nothing.
-  quiet = monitoring.JsonlHistory(str(tmp_path / "other.jsonl"), enabled=False)
+  quiet = run_records.JsonlHistory(str(tmp_path / "other.jsonl"), enabled=False)
   quiet.append(1, {"loss": 0.0})
   assert not os.path.exists(str(tmp_path / "other.jsonl"))
 
@@ -28,7 +28,7 @@ def test_history_appends_reads_and_drops_records_after_a_resumed_step(tmp_path):
 def test_plot_command_draws_training_curves_and_names_a_missing_run(tmp_path):
   with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
     plots.write_plots(str(tmp_path))
-  history = monitoring.JsonlHistory(str(tmp_path / monitoring.METRICS_FILE), enabled=True)
+  history = run_records.JsonlHistory(str(tmp_path / run_records.METRICS_FILE), enabled=True)
   for step in range(5, 30, 5):
     history.append(step, {"loss": 1.0 / step, "projection_std": 0.1, "rankme": 3.0,
                           "learning_rate": 0.1})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from ssl_jax import monitoring
+from ssl_jax import run_records
 from ssl_jax.plots import eigenspace
 from ssl_jax.plots import feature_transform_scores
 from ssl_jax.plots import training_curves
@@ -32,12 +32,12 @@ PLOTS: dict[str, PlotFn] = {
 
 def write_plots(workdir: str) -> list[str]:
   """Draws every plot whose data the run in `workdir` recorded; returns the PNG paths."""
-  metrics_path = os.path.join(workdir, monitoring.METRICS_FILE)
+  metrics_path = os.path.join(workdir, run_records.METRICS_FILE)
   if not os.path.exists(metrics_path):
     raise FileNotFoundError(f"{metrics_path} does not exist: --workdir must be the workdir of a "
                             "training run (train first with the same --workdir)")
-  metrics = monitoring.read_jsonl(metrics_path)
-  analysis = monitoring.read_jsonl(os.path.join(workdir, monitoring.ANALYSIS_FILE))
+  metrics = run_records.read_jsonl(metrics_path)
+  analysis = run_records.read_jsonl(os.path.join(workdir, run_records.ANALYSIS_FILE))
   out_dir = os.path.join(workdir, PLOTS_DIR)
   os.makedirs(out_dir, exist_ok=True)
   paths = []
