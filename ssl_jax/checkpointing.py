@@ -110,9 +110,11 @@ class TrainCheckpointer:
   def save(self, step: int, state: PyTree, iterator: grain.DatasetIterator) -> None:
     """Starts an asynchronous save of `state` and of `iterator`'s position at `step` (the
     caller decides when a save is due; every process must call). Raises `DiskFull` first if the
-    disk has no room for the state's bytes (a checkpoint holds each array once)."""
-    state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(state))
-    disk_space.check_room(self.directory, state_bytes, f"the checkpoint at step {step}")
+    disk has no room for it: as much as the newest checkpoint takes on disk, or at least the
+    state's bytes."""
+    needed = max(sum(leaf.nbytes for leaf in jax.tree.leaves(state)),
+                 disk_space.newest_checkpoint_bytes(self.directory) or 0)
+    disk_space.check_room(self.directory, needed, f"the checkpoint at step {step}")
     self._manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),

@@ -46,18 +46,22 @@ def _caused_by_full_disk(error: BaseException, seen: set[int] | None = None) -> 
 
 
 def directory_bytes(path: str) -> int:
+  """The disk space the files under `path` take (allocated blocks, as `du` counts them: a
+  checkpoint's hundred small files take far more than their sizes add up to)."""
   total = 0
   for directory, _, files in os.walk(path):
     for name in files:
       try:
-        total += os.lstat(os.path.join(directory, name)).st_size
+        status = os.lstat(os.path.join(directory, name))
       except OSError:
-        pass
+        continue
+      total += max(status.st_blocks * 512, status.st_size)
   return total
 
 
-def _newest_checkpoint_bytes(directory: str) -> int | None:
-  """The size of the newest committed checkpoint (what the next save writes again)."""
+def newest_checkpoint_bytes(directory: str) -> int | None:
+  """The disk space of the newest checkpoint in `directory` (what the next save writes again),
+  None when there is none."""
   steps = sorted((int(name) for name in os.listdir(directory) if name.isdigit()), reverse=True) \
       if os.path.isdir(directory) else []
   return directory_bytes(os.path.join(directory, str(steps[0]))) if steps else None
@@ -70,7 +74,7 @@ def full_disk_message(error: BaseException, workdir: str, checkpoint_dir: str) -
     return None
   workdir = os.path.abspath(workdir)
   free = shutil.disk_usage(workdir).free if os.path.exists(workdir) else None
-  needed = _newest_checkpoint_bytes(os.path.join(workdir, checkpoint_dir))
+  needed = newest_checkpoint_bytes(os.path.join(workdir, checkpoint_dir))
   need_text = (f"a checkpoint of this run takes {needed:,} bytes" if needed is not None
                else "no checkpoint was committed yet")
   free_text = f"{free:,} bytes free" if free is not None else "free space unknown"

@@ -292,8 +292,11 @@ def test_a_foreign_workdir_through_main_is_one_line_exit_2(runs, tmp_path):
 
 _FULL_DISK_SCRIPT = """
 set -u
-mount -t tmpfs -o size=$SIZE tmpfs "$MOUNT"
+mount -t tmpfs -o size=64m tmpfs "$MOUNT"
 cp -r "$WORKDIR" "$MOUNT/run"
+# Leave FREE bytes: less than one more checkpoint.
+available=$(df --output=avail -B1 "$MOUNT" | tail -1)
+dd if=/dev/zero of="$MOUNT/filler" bs=4096 count=$(( (available - FREE) / 4096 )) 2> /dev/null
 "$PYTHON" main.py --config=configs/moco_v2.py:digits,tiny --workdir="$MOUNT/run" \
   --config.tensorboard=False --config.model.name=resnet10 --config.model.width=4 \
   --config.data.image_size=16 --config.batch_size=32 --config.num_steps=12 \
@@ -314,9 +317,7 @@ def test_a_full_disk_is_one_line_and_the_committed_checkpoints_resume(runs, tmp_
   checkpoint_bytes = sum(os.path.getsize(os.path.join(d, name)) for d, _, names in
                          os.walk(os.path.join(workdir, train.CHECKPOINT_DIR, "4"))
                          for name in names)
-  used = sum(os.path.getsize(os.path.join(d, name)) for d, _, names in os.walk(workdir)
-             for name in names)
-  environment = dict(os.environ, SIZE=str(used + checkpoint_bytes // 2),
+  environment = dict(os.environ, FREE=str(checkpoint_bytes // 2),
                      MOUNT=str(tmp_path / "mount"), WORKDIR=workdir, OUT=str(tmp_path / "out"),
                      PYTHON=sys.executable)
   subprocess.run(["unshare", "-rm", "bash", "-c", _FULL_DISK_SCRIPT], cwd=REPO, env=environment,
