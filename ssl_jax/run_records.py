@@ -1,7 +1,8 @@
 """The run's records in its workdir, written so that a crash or a full disk never costs one.
 
 - `metrics.jsonl`, `analysis.jsonl`: one JSON object per line ({"step": n, ...}), the input of the
-  plot command and of the summary. A record is appended with one write of a whole line and
+  plot command and of the summary. metrics.jsonl has a record per log step and one per online
+  kNN ({"step": n, "online_knn_top1": x}). A record is appended with one write of a whole line and
   flushed to disk; a resumed run drops the records after its checkpoint's step (those steps are
   recomputed) and repairs a torn last line (a kill or a full disk mid-write leaves one), saying
   so. Every rewrite goes to a temporary file that then replaces the original, so an interrupted
@@ -143,10 +144,11 @@ def training_figures(records: list[dict], batch_size: int, total_steps: int) -> 
   final_loss = final[-1].get("loss") if final else None
   images, seconds, previous_step = 0, 0.0, 0
   for record in records:
-    timed = record.get(TIMED_SECONDS) or 0.0
-    if timed > 0:
+    if TIMED_SECONDS not in record:   # not a log step's record (e.g. an online kNN)
+      continue
+    if record[TIMED_SECONDS] > 0:
       images += (record["step"] - previous_step) * batch_size
-      seconds += timed
+      seconds += record[TIMED_SECONDS]
     previous_step = record["step"]
   return {"final_loss": final_loss,
           "images_per_second": images / seconds if seconds > 0 else None}

@@ -294,6 +294,7 @@ def _train_and_evaluate_owned(experiment: Experiment, wall_start: float,
         metric = "mean_auc" if "mean_auc" in knn else "top1"
         if is_lead:
           writer.write_scalars(done, {f"online_knn_{metric}": knn[metric]})
+        metrics_history.append(done, {f"online_knn_{metric}": knn[metric]})
         progress.write(f"step {done}: online knn_{metric} {knn[metric]:.4f}")
         progress.exclude_since_last_update()
 

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from ssl_jax import plots, run_records
+from engine_helpers import small_config
+from ssl_jax import plots, run_records, train
 
 
 def test_history_appends_reads_and_drops_records_after_a_resumed_step(tmp_path):
@@ -37,3 +38,20 @@ def test_plot_command_draws_training_curves_and_names_a_missing_run(tmp_path):
   for path in paths:
     with open(path, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.xdist_group("run_safety")
+def test_online_knn_is_recorded_beside_the_log_records_and_drawn(tmp_path):
+  config = small_config("moco_v2", num_steps=8, log_every_steps=4, knn_every_steps=4,
+                        checkpoint_every_steps=8, tensorboard=False)
+  summary = train.train_and_evaluate(config, str(tmp_path), show_progress=False)
+  records = run_records.read_jsonl(str(tmp_path / run_records.METRICS_FILE))
+  # The kNN at step 4 (none at the last step: the final evaluation covers it).
+  knn = [record for record in records if "online_knn_top1" in record]
+  assert [record["step"] for record in knn] == [4] and set(knn[0]) == {"step", "online_knn_top1"}
+  assert 0.1 < knn[0]["online_knn_top1"] <= 1.0   # 10 digit classes: above chance at step 4
+  assert [record["step"] for record in records if "loss" in record] == [4, 8]
+  # The summary's figures read the log records only.
+  assert summary["final_loss"] == records[-1]["loss"]
+  figure = plots.write_plots(str(tmp_path))[0]
+  assert figure.endswith("training_curves.png")
