@@ -154,7 +154,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # Imported here so that --help and flag errors do not pay for jax.
   from input_pipeline.file_list_source import TooManyUnreadableImages
-  from ssl_jax import config_validation, cpu, disk_space, distributed, train
+  from ssl_jax import checkpointing, config_validation, cpu, disk_space, distributed, train
   from ssl_jax.checkpointing import NoUsableCheckpoint
   from ssl_jax.export import InvalidEncoder
   from ssl_jax.run_records import RecordError
@@ -177,7 +177,7 @@ def main(argv):
     # backends (which this call then does).
     cpu.configure()
 
-  from ssl_jax import checkpointing
+  # orbax's failed reads and writes leave dozens of identical asyncio reports behind.
   sys.unraisablehook = checkpointing.quiet_closed_event_loop_reports(sys.unraisablehook)
 
   config = flags.FLAGS.config
@@ -214,8 +214,7 @@ def main(argv):
     print(f"error: {error}", file=sys.stderr)
     sys.exit(1)
   except Exception as error:
-    full_disk = disk_space.full_disk_message(error, flags.FLAGS.workdir,
-                                               train.CHECKPOINT_DIR)
+    full_disk = disk_space.full_disk_message(error, flags.FLAGS.workdir, train.CHECKPOINT_DIR)
     if full_disk is None:
       raise
     print(f"error: {full_disk}", file=sys.stderr)

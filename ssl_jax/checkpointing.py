@@ -149,9 +149,10 @@ class TrainCheckpointer:
         self._reopen()
         continue
       for bad_step, reason in failures:
-        where = self._set_aside(bad_step, set_aside_dir) if move_aside else "left in place"
-        print(f"skipped the checkpoint at step {bad_step} ({reason}); moved to {where}; "
-              f"resuming from step {step}", flush=True)
+        kept = (f"moved to {self._set_aside(bad_step, set_aside_dir)}" if move_aside
+                else "left in place")
+        print(f"skipped the checkpoint at step {bad_step} ({reason}); {kept}; resuming from "
+              f"step {step}", flush=True)
       if failures:
         self._reopen()
       return step, state

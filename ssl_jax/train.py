@@ -196,8 +196,9 @@ def export_latest_checkpoint(config: ml_collections.ConfigDict, workdir: str) ->
   with workdir_owner.own(experiment.workdir, enabled=is_lead):
     checkpointer = experiment.checkpointer()
     if checkpointer.latest_step() is None:
-      raise FileNotFoundError(f"no checkpoint in {os.path.join(experiment.workdir, CHECKPOINT_DIR)} "
-                              "to export; train first with the same --config and --workdir")
+      raise FileNotFoundError(
+          f"no checkpoint in {os.path.join(experiment.workdir, CHECKPOINT_DIR)} to export; train "
+          "first with the same --config and --workdir")
     workdir_config.check_same_run(config, experiment.workdir)
     step, state = checkpointer.restore_newest_good(
         experiment.abstract_sharded_state(), None,
@@ -251,13 +252,14 @@ def _train_and_evaluate_owned(experiment: Experiment, wall_start: float,
   if is_lead:
     _save_class_list(config, experiment.workdir)
   if start_step == 0 and is_lead:
-    writer.write_hparams({key: str(value) for key, value in workdir_config.flatten(config.to_dict()).items()})
+    writer.write_hparams({key: str(value)
+                          for key, value in workdir_config.flatten(config.to_dict()).items()})
   progress = monitoring.Progress(experiment.total_steps, start_step, experiment.global_batch,
                                  enabled=show_progress)
-  metrics_history = run_records.JsonlHistory(os.path.join(experiment.workdir, run_records.METRICS_FILE),
-                                            enabled=is_lead)
-  analysis_history = run_records.JsonlHistory(os.path.join(experiment.workdir, run_records.ANALYSIS_FILE),
-                                             enabled=is_lead)
+  metrics_history = run_records.JsonlHistory(
+      os.path.join(experiment.workdir, run_records.METRICS_FILE), enabled=is_lead)
+  analysis_history = run_records.JsonlHistory(
+      os.path.join(experiment.workdir, run_records.ANALYSIS_FILE), enabled=is_lead)
   for history in (metrics_history, analysis_history):
     history.truncate_after(start_step)
 

@@ -20,7 +20,8 @@ import pytest
 import dataset_files
 from engine_helpers import small_config
 from input_pipeline import csv_source, folder_source
-from ssl_jax import checkpointing, disk_space, export, run_records, train, workdir_config, workdir_owner
+from ssl_jax import (checkpointing, disk_space, export, run_records, train, workdir_config,
+                     workdir_owner)
 
 pytestmark = pytest.mark.xdist_group("run_safety")
 
@@ -207,7 +208,9 @@ def _delete_iterator_state(step_dir):
   os.remove(os.path.join(step_dir, "data_iter", "process_0-of-1.json"))
 
 
-DAMAGES = {"truncated data file": lambda step_dir: _truncate_data_file(os.path.join(step_dir, "state")), "missing manifest": _delete_manifest,
+DAMAGES = {"truncated data file": lambda step_dir: _truncate_data_file(
+               os.path.join(step_dir, "state")),
+           "missing manifest": _delete_manifest,
            "emptied step directory": _empty_step_directory,
            "missing iterator file": _delete_iterator_state}
 
@@ -388,7 +391,8 @@ ENCODER_DAMAGES = {
                     r"declared model .*shape differs: .* \(4,\) \(expected \(8,\)\)"),
     "deeper model": (_set("model", "name", "resnet18"),
                      r"missing: \['batch_stats'\]\['stage1_block1'\]"),
-    "other stem": (_set("model", "stem", "imagenet"), r"shape differs: \['params'\]\['stem_conv'\]"),
+    "other stem": (_set("model", "stem", "imagenet"),
+                   r"shape differs: \['params'\]\['stem_conv'\]"),
     "no model": (lambda description: description.pop("model"), r"encoder.json: 'model' must be an "
                  r"object"),
     "fractional size": (_set("image_size", 16.5), r"encoder.json: image_size must be a positive "
