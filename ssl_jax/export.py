@@ -15,11 +15,12 @@ import copy
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from input_pipeline import device_augment
 from ssl_jax import checkpointing
@@ -57,11 +58,25 @@ def export_encoder(path: str, *, model_config: ml_collections.ConfigDict, variab
   return path
 
 
+# Calls on NumPy images run in batches of at most this many, each padded up to a power of two
+# (from 8): a few compilations serve every batch size, and large arrays do not exhaust memory.
+MAX_BATCH = 256
+_MIN_PADDED_BATCH = 8
+
+
+def _padded_size(count: int) -> int:
+  return min(MAX_BATCH, max(_MIN_PADDED_BATCH, 1 << (count - 1).bit_length()))
+
+
 class Encoder:
-  """A loaded encoder: call it on images (N, H, W, 3), uint8 in [0, 255] or float in [0, 1].
+  """A loaded encoder: call it on images (N, H, W, 3) or gray (N, H, W), uint8 in [0, 255] or
+  float in [0, 1], at the encoder's `image_size`.
 
   Returns {'pooled': (N, D) float32, 'stages': tuple of four (N, h, w, c) stage outputs}. The
-  input normalisation the encoder expects is applied inside, so callers pass raw images."""
+  input normalisation the encoder expects is applied inside, so callers pass raw images. NumPy
+  inputs run in padded batches of at most `MAX_BATCH` (one compilation serves many batch sizes);
+  JAX arrays run as they are. Inside your own jit, or at another input size, use
+  `apply_unjitted`."""
 
   def __init__(self, model_config: ml_collections.ConfigDict, variables: Any, image_size: int,
                mean, std, metadata: dict):
@@ -76,7 +91,8 @@ class Encoder:
     self.metadata = metadata
     self.feature_dim = models.feature_dim(model_config.name, model_config.width)
     self._apply = jax.jit(self.apply_unjitted)
-    self._pooled = jax.jit(lambda variables, images: self.apply_unjitted(variables, images)["pooled"])
+    self._pooled = jax.jit(
+        lambda variables, images: self.apply_unjitted(variables, images)["pooled"])
 
   def with_variables(self, variables: Any) -> "Encoder":
     """The same architecture with other variables, sharing the compiled functions (online
@@ -91,11 +107,45 @@ class Encoder:
     return self.module.apply(variables, inputs, train=False)
 
   def __call__(self, images) -> dict[str, Any]:
-    return self._apply(self.variables, images)
+    return self._batched(self._apply, self._checked(images))
 
   def pooled(self, images) -> jax.Array:
     """Only the pooled features (the stage outputs are not returned)."""
+    return self._batched(self._pooled, self._checked(images))
+
+  def device_pooled(self, images: jax.Array) -> jax.Array:
+    """`pooled` without the checks and batching, for images already laid out on the devices in
+    fixed-size batches at any input size (the evaluation's feature extraction)."""
     return self._pooled(self.variables, images)
+
+  def _checked(self, images):
+    """RGB images at the encoder's size: gray (N, H, W) or (N, H, W, 1) repeated to 3
+    channels; any other shape or size is a ValueError naming it."""
+    shape = tuple(images.shape)
+    module = jnp if isinstance(images, jax.Array) else np
+    if len(shape) == 3 or (len(shape) == 4 and shape[-1] == 1):
+      images = module.repeat(images.reshape(shape[:3] + (1,)), 3, axis=-1)
+    elif len(shape) != 4 or shape[-1] != 3:
+      raise ValueError(f"images must be (N, H, W, 3) RGB or (N, H, W) gray; got shape {shape}")
+    if images.shape[1:3] != (self.image_size, self.image_size):
+      raise ValueError(
+          f"this encoder takes {self.image_size}x{self.image_size} images (its image_size); got "
+          f"{images.shape[1]}x{images.shape[2]}. Resize them first, or call "
+          "encoder.apply_unjitted(encoder.variables, images) to run it at another size")
+    return images
+
+  def _batched(self, jitted: Callable[[Any, Any], Any], images) -> Any:
+    if isinstance(images, jax.Array):
+      return jitted(self.variables, images)
+    outputs = []
+    for start in range(0, max(len(images), 1), MAX_BATCH):
+      chunk = images[start:start + MAX_BATCH]
+      padding = np.zeros((_padded_size(len(chunk)) - len(chunk),) + chunk.shape[1:], chunk.dtype)
+      result = jitted(self.variables, np.concatenate([chunk, padding]))
+      outputs.append(jax.tree.map(lambda leaf, count=len(chunk): leaf[:count], result))
+    if len(outputs) == 1:
+      return outputs[0]
+    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *outputs)
 
 
 class InvalidEncoder(ValueError):

@@ -179,7 +179,7 @@ def test_training_with_the_cpu_convolution_exports_a_plain_encoder(one_device_pr
   trained_features = jax.jit(lambda variables, images: trained_backbone.apply(
       variables, device_augment.normalize(images, encoder.mean, encoder.std),
       train=False)["pooled"])
-  images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+  images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
   np.testing.assert_array_equal(
       np.asarray(encoder.pooled(images)),
       np.asarray(trained_features(experiment.encoder_variables(state), images)))

@@ -97,7 +97,8 @@ class PixelEncoder:
     scale = np.sqrt(max(total_squares.sum() / count - np.sum(mean ** 2), 0.0) / mean.size)
     return cls(data.config.data.image_size, mean, max(scale, 1e-6))
 
-  def pooled(self, images) -> jax.Array:
+  def device_pooled(self, images) -> jax.Array:
+    """The standardised pixels (the `Encoder.device_pooled` the feature extraction calls)."""
     return self._pooled(images)
 
 

@@ -75,7 +75,7 @@ class EvalData:
   def features(self, encoder, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(pooled features, labels) of every example of `split` (up to the cap)."""
     return self.cached((id(encoder), split, "pooled"),
-                        lambda: self._extract(encoder.pooled, split))
+                        lambda: self._extract(encoder.device_pooled, split))
 
   def stage_features(self, encoder, split: str, spatial_size: int
                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
