@@ -246,7 +246,13 @@ def _train_and_evaluate_owned(experiment: Experiment, wall_start: float,
     workdir_config.record(config, experiment.workdir)
   start_step = int(jax.device_get(state.step))
 
+  announce = show_progress and is_lead
+  if announce:
+    print(f"compiling the train step of {config.name} ...", flush=True)
+  compile_start = time.perf_counter()
   jitted_step = experiment.compiled_train_step(state, state_shardings)
+  if announce:
+    print(f"compiled in {time.perf_counter() - compile_start:.0f} s", flush=True)
 
   writer = monitoring.create_writer(experiment.workdir, enabled=is_lead and config.tensorboard)
   if is_lead:

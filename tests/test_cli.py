@@ -3,6 +3,7 @@ command resumes and finishes."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,3 +77,7 @@ def test_sigterm_saves_and_the_same_command_resumes(tmp_path):
   assert not (tmp_path / "run" / "tensorboard").exists()
   # Resumed, not restarted: the progress bar starts from the saved step.
   assert f"{saved[0]}/{TOTAL_STEPS}" in result.stderr
+  # The launch says when it compiles and when the final evaluation runs.
+  assert re.search(r"compiling the train step of moco_v2:digits,tiny \.\.\.\ncompiled in \d+ s",
+                   result.stdout), result.stdout[-2000:]
+  assert "evaluation: knn on trained, random_init, random_init_data_bn ..." in result.stdout

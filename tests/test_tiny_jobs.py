@@ -127,7 +127,7 @@ def test_every_evaluation_runs_on_the_pretrained_tiny_encoder(tiny_run, tmp_path
 
 @pytest.mark.xdist_group(f"tiny_{DEFAULT_OBJECTIVE}")
 @pytest.mark.parametrize("objective", [DEFAULT_OBJECTIVE])
-def test_mode_eval_gives_the_end_of_training_numbers(tiny_run, tmp_path):
+def test_mode_eval_gives_the_end_of_training_numbers(tiny_run, tmp_path, capsys):
   """The exported encoder evaluated by `--mode=eval` (the kNN and linear configs, on the same
   devices and cap) gets exactly the numbers summary.json holds, for it and every baseline."""
   _, train_config, workdir, summary = tiny_run
@@ -138,6 +138,10 @@ def test_mode_eval_gives_the_end_of_training_numbers(tiny_run, tmp_path):
     config.eval.max_examples = train_config.eval.max_examples
     reports[name] = runner.run_evaluation(config, str(tmp_path / name), print_table=False,
                                           devices=_tiny_devices(DEFAULT_OBJECTIVE))
+    # Each evaluator says what it starts on and when it is done (a fine-tune takes minutes).
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"evaluation: {name} on encoder, {', '.join(config.eval.baselines)} ..."
+    assert lines[1].startswith(f"evaluation: {name} done in ") and lines[1].endswith(" s")
   assert tuple(config.eval.baselines) == tuple(train_config.eval.baselines)
   for encoder, eval_name in [("trained", "encoder")] + [(b, b) for b in config.eval.baselines]:
     knn = reports["knn"]["evaluations"]["knn"]["results"][eval_name]

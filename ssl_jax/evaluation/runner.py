@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import jax
@@ -36,8 +37,17 @@ def evaluate(encoders: dict, data: EvalData, names=None) -> dict[str, Report]:
     evaluator = EVALUATORS[name]
     chosen = {n: e for n, e in encoders.items()
               if evaluator.frozen_features or n not in baselines.FEATURE_ONLY}
+    # A line before and after each evaluator: a full fine-tune runs for minutes.
+    _progress(f"evaluation: {name} on {', '.join(chosen)} ...")
+    start = time.perf_counter()
     reports[name] = evaluator.evaluate(chosen, data, data.settings[name])
+    _progress(f"evaluation: {name} done in {time.perf_counter() - start:.0f} s")
   return reports
+
+
+def _progress(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, flush=True)
 
 
 def evaluate_with_baselines(encoder, name: str, data: EvalData) -> dict[str, Report]:
