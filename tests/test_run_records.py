@@ -6,6 +6,7 @@ import pytest
 
 from engine_helpers import small_config
 from ssl_jax import plots, run_records, train
+from ssl_jax.plots import runs_comparison
 
 
 def test_history_appends_reads_and_drops_records_after_a_resumed_step(tmp_path):
@@ -55,3 +56,29 @@ def test_online_knn_is_recorded_beside_the_log_records_and_drawn(tmp_path):
   assert summary["final_loss"] == records[-1]["loss"]
   figure = plots.write_plots(str(tmp_path))[0]
   assert figure.endswith("training_curves.png")
+
+
+def test_plot_command_on_a_directory_of_runs_draws_one_comparison(tmp_path, monkeypatch):
+  for name, knn in (("moco_v2", 0.4), ("byol", 0.5)):
+    history = run_records.JsonlHistory(str(tmp_path / name / run_records.METRICS_FILE),
+                                       enabled=True)
+    os.makedirs(tmp_path / name)
+    for step in (100, 200):
+      history.append(step, {"loss": 1.0, run_records.TIMED_SECONDS: 1.0})
+      history.append(step, {"online_knn_top1": knn * step / 200})
+  (tmp_path / "notes").mkdir()   # not a run: ignored
+  drawn = {}
+  save = runs_comparison.save
+
+  def keep_lines(figure, path):
+    drawn.update({(axis.get_title(), line.get_label()): list(line.get_ydata())
+                  for axis in figure.axes for line in axis.get_lines()})
+    return save(figure, path)
+  monkeypatch.setattr(runs_comparison, "save", keep_lines)
+  paths = plots.write_plots(str(tmp_path))
+  assert paths == [os.path.join(str(tmp_path), "plots", "runs_comparison.png")]
+  with open(paths[0], "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert drawn == {("online kNN top-1", "byol"): [0.25, 0.5],
+                   ("online kNN top-1", "moco_v2"): [0.2, 0.4],
+                   ("training loss", "byol"): [1.0, 1.0], ("training loss", "moco_v2"): [1.0, 1.0]}

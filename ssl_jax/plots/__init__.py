@@ -1,4 +1,5 @@
-"""The plot command: `python main.py --mode=plot --workdir=W` draws what a run recorded.
+"""The plot command: `python main.py --mode=plot --workdir=W` draws what a run recorded (or,
+for a directory of runs, one figure comparing them: runs_comparison.py).
 
 Each plot is one module with a `plot(metrics, analysis, out_dir) -> list[str]` function that
 reads the run's records (WORKDIR/metrics.jsonl: the training metrics at every log step;
@@ -18,6 +19,7 @@ from typing import Callable
 from ssl_jax import run_records
 from ssl_jax.plots import eigenspace
 from ssl_jax.plots import feature_transform_scores
+from ssl_jax.plots import runs_comparison
 from ssl_jax.plots import training_curves
 
 PLOTS_DIR = "plots"
@@ -30,12 +32,30 @@ PLOTS: dict[str, PlotFn] = {
 }
 
 
+def _runs_below(directory: str) -> dict[str, str]:
+  """{name: path} of the sub-directories of `directory` that hold a run's metrics."""
+  if not os.path.isdir(directory):
+    return {}
+  return {entry.name: entry.path for entry in sorted(os.scandir(directory), key=lambda e: e.name)
+          if entry.is_dir()
+          and os.path.exists(os.path.join(entry.path, run_records.METRICS_FILE))}
+
+
 def write_plots(workdir: str) -> list[str]:
-  """Draws every plot whose data the run in `workdir` recorded; returns the PNG paths."""
+  """Draws every plot whose data the run in `workdir` recorded; returns the PNG paths. A
+  directory of runs (a protocol's or a sweep's) gets one figure comparing them instead."""
   metrics_path = os.path.join(workdir, run_records.METRICS_FILE)
+  runs = _runs_below(workdir)
+  if not os.path.exists(metrics_path) and runs:
+    out_dir = os.path.join(workdir, PLOTS_DIR)
+    os.makedirs(out_dir, exist_ok=True)
+    return runs_comparison.plot(
+        {name: run_records.read_jsonl(os.path.join(path, run_records.METRICS_FILE))
+         for name, path in runs.items()}, out_dir)
   if not os.path.exists(metrics_path):
     raise FileNotFoundError(f"{metrics_path} does not exist: --workdir must be the workdir of a "
-                            "training run (train first with the same --workdir)")
+                            "training run, or a directory of runs (train first with the same "
+                            "--workdir)")
   metrics = run_records.read_jsonl(metrics_path)
   analysis = run_records.read_jsonl(os.path.join(workdir, run_records.ANALYSIS_FILE))
   out_dir = os.path.join(workdir, PLOTS_DIR)
