@@ -119,7 +119,13 @@ class JsonlHistory:
       logging.warning("%s: repaired a torn last line (%d bytes dropped; a run stopped while "
                       "writing it)", self.path, torn)
       print(f"repaired {self.path}: dropped a torn last line of {torn} bytes", flush=True)
-    if torn or len(kept) != len(records):
+    # A whole last record cut just before its newline would fuse with the next append.
+    unterminated = False
+    if os.path.getsize(self.path) > 0:
+      with open(self.path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        unterminated = f.read(1) != b"\n"
+    if torn or unterminated or len(kept) != len(records):
       write_text_atomically(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
   def append(self, step: int, values: dict) -> None:

@@ -157,6 +157,17 @@ def test_a_torn_metrics_line_is_repaired_on_resume(runs, tmp_path, capsys):
   assert [(r["step"], r["loss"]) for r in resumed] == [(r["step"], r["loss"]) for r in finished]
 
 
+def test_a_last_record_without_its_newline_does_not_fuse_with_the_next(tmp_path):
+  path = str(tmp_path / "metrics.jsonl")
+  with open(path, "w") as f:
+    f.write('{"step": 4, "loss": 1.0}\n{"step": 8, "loss": 0.5}')   # cut just before "\n"
+  history = run_records.JsonlHistory(path, enabled=True)
+  history.truncate_after(8)
+  history.append(12, {"loss": 0.25})
+  assert run_records.read_jsonl(path) == [{"step": 4, "loss": 1.0}, {"step": 8, "loss": 0.5},
+                                          {"step": 12, "loss": 0.25}]
+
+
 def test_damage_before_the_last_line_is_named_not_papered_over(tmp_path):
   path = str(tmp_path / "metrics.jsonl")
   with open(path, "w") as f:
