@@ -37,7 +37,7 @@ class NoUsableCheckpoint(RuntimeError):
   """Every checkpoint in the directory failed to restore."""
 
 
-def _short_reason(error: BaseException) -> str:
+def short_reason(error: BaseException) -> str:
   """The first line of an error (orbax's can run to hundreds of lines), with its type, without
   tensorstore's spec dump."""
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -143,7 +143,7 @@ class TrainCheckpointer:
         with _asyncio_task_reports_silenced():
           state = self.restore(step, abstract_state, iterator)
       except Exception as error:  # orbax raises many types for damaged files
-        failures.append((step, _short_reason(error)))
+        failures.append((step, short_reason(error)))
         logging.warning("checkpoint %d in %s does not restore: %s", step, self.directory,
                         failures[-1][1])
         self._reopen()

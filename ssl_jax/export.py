@@ -260,9 +260,8 @@ def load_encoder(path: str) -> Encoder:
   try:
     variables = checkpointing.restore_pytree(variables_dir)
   except Exception as error:  # orbax raises many types (and pages of log) for damaged files
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    raise InvalidEncoder(f"{variables_dir} cannot be read ({type(error).__name__}: "
-                         f"{lines[0][:300] if lines else ''}); re-export the encoder") from None
+    raise InvalidEncoder(f"{variables_dir} cannot be read ({checkpointing.short_reason(error)}); "
+                         "re-export the encoder") from None
   _check_variable_shapes(variables, description["model"], description["image_size"],
                          variables_dir)
   variables = jax.tree.map(jnp.asarray, variables)
