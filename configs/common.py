@@ -323,6 +323,10 @@ def evaluation_settings(tiny: bool) -> ml_collections.ConfigDict:
           holdout_fraction=0.2,           # validation split held out of the training split
           select_by="top1",               # 'top1' | 'mean_per_class' (validation metric)
           iterations=100 if tiny else 300,   # L-BFGS iterations per fit
+          # A directory of results keyed by a hash of each probe's exact inputs: a baseline
+          # probed by an earlier run (raw pixels, random init) is read, not solved again
+          # (ssl_jax/evaluation/probe_memo.py). '' = solve every probe.
+          memo_dir="",
       ),
       few_shot=dict(
           split="",                   # '' = data.train_split

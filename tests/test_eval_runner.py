@@ -68,6 +68,40 @@ def test_linear_probe_on_the_encoder_and_every_baseline(encoder_dir, tmp_path):
   assert "random_init_data_bn" in table and "pixels" in table and "AUC" in table
 
 
+def test_a_remembered_probe_gives_the_solved_results_without_solving(encoder_dir, tmp_path,
+                                                                    monkeypatch):
+  """With eval.linear.memo_dir, a second evaluation of the same encoder and pixels reads every
+  probe from the first one's results (the solver is not called) and reports the same numbers;
+  an encoder with other features is solved afresh."""
+  from ssl_jax.evaluation import linear_probe
+  memo = {"eval.linear.memo_dir": str(tmp_path / "memo"), "eval.baselines": ("pixels",)}
+  solved = _run("linear", encoder_dir, tmp_path / "first", **memo)
+  assert len(os.listdir(tmp_path / "memo")) == 2   # the encoder and pixels
+
+  solves = []
+  original = linear_probe.linear_probe
+
+  def counting_probe(*args, **kwargs):
+    solves.append(1)
+    return original(*args, **kwargs)
+
+  counting_probe.__name__ = original.__name__   # the same probe: the same keys
+  monkeypatch.setattr(linear_probe, "linear_probe", counting_probe)
+  assert _run("linear", encoder_dir, tmp_path / "second", **memo) == solved
+  assert not solves
+
+  # Other weights give other features, hence another key: solved, and remembered beside.
+  model_config = ml_collections.ConfigDict(dict(name="resnet10", stem="cifar", width=4,
+                                                dtype="float32"))
+  template = export.Encoder(model_config, None, 16, common.DIGITS_MEAN, common.DIGITS_STD, {})
+  other = export.export_encoder(
+      str(tmp_path / "other"), model_config=model_config,
+      variables=baselines.random_init_encoder(template, seed=2).variables, image_size=16,
+      mean=common.DIGITS_MEAN, std=common.DIGITS_STD, metadata={"objective": "test"})
+  _run("linear", other, tmp_path / "third", **memo)
+  assert len(solves) == 1 and len(os.listdir(tmp_path / "memo")) == 3
+
+
 def test_knn(encoder_dir, tmp_path):
   results = _run("knn", encoder_dir, tmp_path)["encoder"]
   assert set(results) == {"top1_k20", "top1_k200", "top1"}

@@ -1,6 +1,7 @@
 """The linear probe on frozen pooled features (`ssl_jax.evaluation.linear_probe`): the L2
 strength chosen on a validation part of the training split from a log-spaced grid, refit on the
-whole training split, scored on the test split.
+whole training split, scored on the test split. With `memo_dir` set, a probe whose features,
+labels and settings match an earlier one's reads that one's results (`probe_memo`).
 
 Results per encoder: 'top1', 'mean_per_class', 'kappa' (quadratic-weighted), 'auc' (binary: of
 class 1; more classes: mean one-vs-rest), 'l2' (chosen) and the validation score; multi-label
@@ -15,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from ssl_jax.evaluation import linear_probe as linear_probe_lib
+from ssl_jax.evaluation import probe_memo
 from ssl_jax.evaluation.data import EvalData
 from ssl_jax.evaluation.evaluators.evaluator import Evaluator
 from ssl_jax.evaluation.report import Report, fmt
@@ -41,6 +43,12 @@ def probe_settings(settings: ml_collections.ConfigDict, seed: int) -> dict[str, 
               iterations=settings.iterations, seed=seed)
 
 
+def _remembered_probe(memo_dir: str, probe, train, test, kwargs) -> dict[str, float]:
+  """probe(*train, *test, **kwargs), or its stored results from an identical earlier call."""
+  key = probe_memo.probe_key(probe.__name__, (*train, *test), kwargs)
+  return probe_memo.remembered(memo_dir, key, lambda: probe(*train, *test, **kwargs))
+
+
 def evaluate(encoders: dict, data: EvalData, settings: ml_collections.ConfigDict) -> Report:
   splits = data.config.data
   kwargs = probe_settings(settings, data.seed)
@@ -50,11 +58,12 @@ def evaluate(encoders: dict, data: EvalData, settings: ml_collections.ConfigDict
     test = data.features(encoder, splits.test_split)
     if data.multi_label:
       kwargs.pop("select_by", None)   # the multi-label probe selects by validation mean AUC
-      probe = linear_probe_lib.multilabel_linear_probe(*train, *test, **kwargs)
+      probe = _remembered_probe(settings.memo_dir, linear_probe_lib.multilabel_linear_probe,
+                                train, test, kwargs)
       rows.append((name, fmt(probe["mean_auc"]), f"{probe['l2']:.2g}"))
     else:
-      probe = linear_probe_lib.linear_probe(*train, *test, num_classes=data.num_classes,
-                                            **kwargs)
+      probe = _remembered_probe(settings.memo_dir, linear_probe_lib.linear_probe, train, test,
+                                dict(kwargs, num_classes=data.num_classes))
       rows.append((name, fmt(probe["top1"]), fmt(probe["mean_per_class"]),
                    fmt(probe["kappa"]), fmt(probe["auc"]), f"{probe['l2']:.2g}"))
     results[name] = probe
