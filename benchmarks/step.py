@@ -83,8 +83,17 @@ def _device_peak_bytes(device) -> int | None:
 
 
 def _random_host_batch(experiment: Experiment, rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """Random views and labels shaped as the input pipeline's batches (the same pytree, so the
+  step compiled for it also takes the pipeline's)."""
   shape = (experiment.global_batch,) + experiment.image_shape
-  return {name: rng.integers(0, 256, shape, dtype=np.uint8) for name in VIEW_NAMES}
+  batch = {name: rng.integers(0, 256, shape, dtype=np.uint8) for name in VIEW_NAMES}
+  data = experiment.config.data
+  if data.label_type == "multi_label":   # a 0/1 vector per image
+    labels = rng.integers(0, 2, (experiment.global_batch, data.num_classes))
+  else:
+    labels = rng.integers(0, max(1, data.num_classes), (experiment.global_batch,))
+  batch["label"] = labels.astype(np.int32)
+  return batch
 
 
 def random_batch(experiment: Experiment, seed: int = 0) -> dict[str, jax.Array]:
