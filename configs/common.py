@@ -283,8 +283,8 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
   # True: compile the init and the train step with XLA's optimisations mostly off, several times
   # faster to compile and slower to run (ssl_jax/quick_compile.py); for runs of a few steps.
   config.quick_compile = False
-  # TensorBoard events in WORKDIR/tensorboard. They need TensorFlow (clu's writer), whose import
-  # costs ~7 s at every launch; False keeps the console and metrics.jsonl only.
+  # TensorBoard events in WORKDIR/tensorboard (ssl_jax/metric_writers.py, without TensorFlow);
+  # False keeps the console and metrics.jsonl only.
   config.tensorboard = True
 
   config.eval = evaluation_settings(tiny=False)

@@ -178,7 +178,13 @@ class TfdsSource:
   """A `tfds.data_source` split (ArrayRecord), mapped to this project's element layout."""
 
   def __init__(self, name: str, split: str, data_dir: str | None = None):
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    try:
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    except ImportError as error:
+      raise ValueError(
+          f"data.source='tfds' (TFDS dataset {name!r}) needs TensorFlow Datasets, an optional "
+          f"part of ssl-jax: pip install 'ssl-jax[tfds]' (or -e '.[tfds]' in a clone). "
+          f"Importing it failed: {error}") from None
     if not name:
       raise ValueError("data.source='tfds' needs data.tfds_name (e.g. 'cifar10')")
     try:

@@ -1,15 +1,12 @@
-"""Training metrics (clu), metric writers and the console progress bar; all clu imports are here.
+"""Training metrics (clu) and the console progress bar; all clu imports are here.
 
 Metrics are built inside the step as a clu `Collection`, merged on the host without a sync
-(merging is lazy device arithmetic), and computed (fetched) only at log steps. The writers need
-TensorFlow (clu's TensorBoard writer); on hosts without it we fall back to clu's logging writer so
-training never depends on TensorFlow being installed.
+(merging is lazy device arithmetic), and computed (fetched) only at log steps. Where they are
+written besides metrics.jsonl: `metric_writers`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 
 import jax
@@ -24,39 +21,6 @@ def make_metrics_collection(names: tuple[str, ...]) -> type[clu_metrics.Collecti
   """A clu Collection averaging each named scalar over the steps between two log steps."""
   return clu_metrics.Collection.create(**{name: clu_metrics.Average.from_output(name)
                                           for name in names})
-
-
-def create_writer(workdir: str, enabled: bool):
-  """TensorBoard + console writer (clu), or a console-only one where TensorFlow is absent.
-
-  `enabled` False (all but the lead process of a multi-process run, or `config.tensorboard` off)
-  gives the console-only writer: clu's writers import TensorFlow, about 7 s at every launch."""
-  if not enabled:
-    return _ConsoleOnlyWriter()
-  try:
-    from clu import metric_writers  # imports TensorFlow (TensorBoard summaries)
-  except ImportError as error:
-    logging.warning("TensorBoard writer unavailable (%s); logging metrics to the console only.",
-                    error)
-    return _ConsoleOnlyWriter()
-  return metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
-                                             asynchronous=True)
-
-
-class _ConsoleOnlyWriter:
-  """The subset of clu's MetricWriter interface the trainer uses, without TensorFlow."""
-
-  def write_scalars(self, step, scalars):
-    logging.info("[%d] %s", step, ", ".join(f"{k}={float(v):.5g}" for k, v in scalars.items()))
-
-  def write_hparams(self, hparams):
-    logging.info("hparams: %s", hparams)
-
-  def flush(self):
-    pass
-
-  def close(self):
-    pass
 
 
 class Progress:

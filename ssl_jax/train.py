@@ -22,6 +22,7 @@ from ssl_jax import config_validation
 from ssl_jax import distributed
 from ssl_jax import ema as ema_lib
 from ssl_jax import export as export_lib
+from ssl_jax import metric_writers
 from ssl_jax import monitoring
 from ssl_jax import optim
 from ssl_jax import preemption
@@ -254,7 +255,7 @@ def _train_and_evaluate_owned(experiment: Experiment, wall_start: float,
   if announce:
     print(f"compiled in {time.perf_counter() - compile_start:.0f} s", flush=True)
 
-  writer = monitoring.create_writer(experiment.workdir, enabled=is_lead and config.tensorboard)
+  writer = metric_writers.create_writer(experiment.workdir, is_lead and config.tensorboard)
   if is_lead:
     _save_class_list(config, experiment.workdir)
   if start_step == 0 and is_lead:

@@ -59,3 +59,22 @@ def test_a_cifar10_preset_job_runs_on_a_prepared_tfds_directory(prepared_cifar10
                                     "test": f"all {TEST_EXAMPLES}"}
   assert {"trained", "pixels"} <= set(summary["eval"])
   assert os.path.exists(tmp_path / "run" / "encoder" / "encoder.json")
+
+
+def test_a_tfds_preset_without_tensorflow_datasets_names_the_extra(tmp_path):
+  """An install without the [tfds] extra (tensorflow_datasets unimportable; here shadowed by a
+  package that fails to import) runs a TFDS preset into one line naming the extra, exit 2."""
+  import subprocess
+  import sys
+  (tmp_path / "tensorflow_datasets").mkdir()
+  (tmp_path / "tensorflow_datasets" / "__init__.py").write_text(
+      "raise ImportError('No module named tensorflow_datasets')\n")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, "main.py", "--config=configs/moco_v2.py:cifar10,tiny",
+       f"--workdir={tmp_path / 'run'}", "--config.tensorboard=False"],
+      cwd=repo, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "PYTHONPATH": str(tmp_path)})
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().count("\n") == 0
+  assert "pip install 'ssl-jax[tfds]'" in result.stderr and "'cifar10'" in result.stderr

@@ -19,7 +19,7 @@ import pytest
 
 import ssl_jax
 from engine_helpers import max_abs_difference
-from ssl_jax import checkpointing, train
+from ssl_jax import checkpointing, run_records, train
 from ssl_jax.evaluation import runner
 from ssl_jax.evaluation.evaluators import EVALUATORS
 from ssl_jax.objectives import OBJECTIVES
@@ -168,10 +168,23 @@ def test_tiny_job_writes_summary_events_checkpoints_and_encoder(tiny_run):
   for encoder in ("trained", "random_init", "random_init_data_bn", "pixels"):
     for key in metrics:
       assert 0.0 <= on_disk["eval"][encoder][key] <= 1.0
-  events = os.listdir(os.path.join(workdir, "tensorboard"))
-  assert any(name.startswith("events.out.tfevents") for name in events)
+  _assert_tensorboard_holds_the_metrics(workdir)
   assert str(config.num_steps) in os.listdir(os.path.join(workdir, "checkpoints"))
   assert os.path.exists(os.path.join(workdir, "encoder", "encoder.json"))
+
+
+def _assert_tensorboard_holds_the_metrics(workdir):
+  """TensorBoard's own reader finds, in the events written without TensorFlow, every logged
+  loss of metrics.jsonl at its step (float32 in the event), and the config in the Text tab."""
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
+  events.Reload()
+  logged = [record for record in run_records.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+            if "loss" in record]
+  assert logged
+  losses = {event.step: event.value for event in events.Scalars("loss")}
+  assert losses == pytest.approx({record["step"]: record["loss"] for record in logged}, rel=1e-6)
+  assert "config/text_summary" in events.Tags()["tensors"]
 
 
 def _trained_state(config, workdir):
