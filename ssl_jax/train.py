@@ -33,6 +33,7 @@ from ssl_jax import step as step_lib
 from ssl_jax import train_state as train_state_lib
 from ssl_jax import workdir_config
 from ssl_jax import workdir_owner
+from ssl_jax.evaluation import results_files
 from ssl_jax.evaluation import runner
 from ssl_jax.evaluation.data import EvalData, capped_note
 from ssl_jax.evaluation.evaluators import EVALUATORS
@@ -340,6 +341,9 @@ def _train_and_evaluate_owned(experiment: Experiment, wall_start: float,
     reports = runner.evaluate_with_baselines(trained, "trained", eval_data)
     evaluation = runner.summary_metrics(reports)
     eval_splits = eval_data.splits_read()
+    if is_lead:
+      results_files.write(eval_dir, evaluation,
+                          f"{config.name} after {experiment.total_steps} steps")
 
   # From the records of the whole run (every resume), so that a relaunch of a finished run, or
   # a resume after a kill during the evaluation, writes the same figures again.

@@ -102,6 +102,36 @@ def test_a_remembered_probe_gives_the_solved_results_without_solving(encoder_dir
   assert len(solves) == 1 and len(os.listdir(tmp_path / "memo")) == 3
 
 
+def test_all_runs_every_protocol_into_one_csv_and_latex_table(encoder_dir, tmp_path):
+  """configs/eval/all.py: every evaluator in one run; results.csv holds exactly the scalars of
+  results.json (read back independently) and results.tex one row per metric."""
+  import csv
+  config = _eval_config("all", **{"encoder": encoder_dir, "eval.baselines": ("pixels",)})
+  assert tuple(config.eval.evaluators) == tuple(EVALUATORS)
+  summary = runner.run_evaluation(config, str(tmp_path), print_table=False)
+  assert list(summary["evaluations"]) == list(EVALUATORS)
+
+  expected = {}
+  for name, evaluation in summary["evaluations"].items():
+    for encoder, results in evaluation["results"].items():
+      expected.setdefault(encoder, {}).update(runner._flatten_scalars(results, f"{name}_"))
+  with open(tmp_path / "results.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [row["encoder"] for row in rows] == ["encoder", "pixels"]
+  read = {row["encoder"]: {k: float(v) for k, v in row.items() if k != "encoder" and v}
+          for row in rows}
+  assert read == expected   # full precision: the same floats
+  assert {"knn_top1_k20", "linear_top1", "fine_tune_10%_top1"} <= set(read["encoder"])
+  assert "fine_tune_10%_top1" not in read["pixels"]   # pixels have no network to tune
+
+  latex = (tmp_path / "results.tex").read_text()
+  body = latex.split("\\midrule\n")[1].split("\\bottomrule")[0].strip().splitlines()
+  assert len(body) == len(rows[0]) - 1   # one row per metric
+  first = body[0].rstrip(" \\").split(" & ")
+  assert first == ["knn\\_top1\\_k20", f"{read['encoder']['knn_top1_k20']:.4f}",
+                   f"{read['pixels']['knn_top1_k20']:.4f}"]
+
+
 def test_knn(encoder_dir, tmp_path):
   results = _run("knn", encoder_dir, tmp_path)["encoder"]
   assert set(results) == {"top1_k20", "top1_k200", "top1"}
@@ -184,7 +214,7 @@ def test_stage_features_pool_the_stage_outputs(encoder_dir):
 def test_every_evaluator_has_a_config():
   names = {f[:-3] for f in os.listdir(EVAL_CONFIGS)
            if f.endswith(".py") and not f.startswith(("common", "__"))}
-  assert names == set(EVALUATORS)
+  assert names == set(EVALUATORS) | {"all"}   # all.py: every protocol at once
 
 
 def test_cli_runs_an_evaluation(encoder_dir, tmp_path):

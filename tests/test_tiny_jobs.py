@@ -9,6 +9,7 @@ rather than all 8: at this size a step on the 8 forced devices of 2 cores took 2
 108 ms on 2 (and 93 ms on 1), measured for MoCo v2's tiny step when it was a ResNet-18.
 """
 
+import csv
 import importlib
 import json
 import os
@@ -169,6 +170,12 @@ def test_tiny_job_writes_summary_events_checkpoints_and_encoder(tiny_run):
     for key in metrics:
       assert 0.0 <= on_disk["eval"][encoder][key] <= 1.0
   _assert_tensorboard_holds_the_metrics(workdir)
+  # The end-of-training tables as files: summary.json's `eval` section, every scalar of it.
+  with open(os.path.join(workdir, "eval", "results.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert {row.pop("encoder"): {k: float(v) for k, v in row.items() if v}
+          for row in rows} == on_disk["eval"]
+  assert os.path.exists(os.path.join(workdir, "eval", "results.tex"))
   assert str(config.num_steps) in os.listdir(os.path.join(workdir, "checkpoints"))
   assert os.path.exists(os.path.join(workdir, "encoder", "encoder.json"))
 

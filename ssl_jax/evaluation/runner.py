@@ -21,6 +21,7 @@ from ssl_jax import config_validation
 from ssl_jax import export as export_lib
 from ssl_jax import sharding as sharding_lib
 from ssl_jax.evaluation import baselines
+from ssl_jax.evaluation import results_files
 from ssl_jax.evaluation.data import EvalData, capped_note
 from ssl_jax.evaluation.evaluators import EVALUATORS
 from ssl_jax.evaluation.report import Report
@@ -83,7 +84,7 @@ def tables(reports: dict[str, Report]) -> str:
 def run_evaluation(config: ml_collections.ConfigDict, workdir: str, *,
                    print_table: bool = True, devices=None) -> dict[str, Any]:
   """`--mode=eval`: config.eval's evaluators on `config.encoder` and its baselines; writes
-  WORKDIR/results.json and the plots."""
+  WORKDIR/results.json, the plots, and every scalar as results.csv and results.tex."""
   config_validation.validate_eval_config(config)
   workdir = config_validation.prepare_workdir(workdir)
   encoder = export_lib.load_encoder(config.encoder)
@@ -108,6 +109,8 @@ def run_evaluation(config: ml_collections.ConfigDict, workdir: str, *,
   if jax.process_index() == 0:
     with open(os.path.join(workdir, RESULTS_FILE), "w") as f:
       json.dump(summary, f, indent=2)
+    results_files.write(workdir, summary_metrics(reports),
+                        f"{config.name}: {config.encoder} on {config.data.name}")
   if print_table:
     note = capped_note(data.splits_read())
     print(f"{config.name} on {config.encoder}\n{tables(reports)}" + (f"\n{note}" if note else ""),
