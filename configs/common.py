@@ -286,6 +286,10 @@ def base_config(objective: str, dataset: str) -> ml_collections.ConfigDict:
   # TensorBoard events in WORKDIR/tensorboard (ssl_jax/metric_writers.py, without TensorFlow);
   # False keeps the console and metrics.jsonl only.
   config.tensorboard = True
+  # A Weights & Biases run beside them (ssl_jax/metric_writers.py; pip install -e ".[wandb]"):
+  # off while project is ''. mode: 'online' | 'offline' (synced later with `wandb sync`) |
+  # 'disabled'.
+  config.wandb = ml_collections.ConfigDict(dict(project="", entity="", mode="online"))
 
   config.eval = evaluation_settings(tiny=False)
   config.eval.at_end = True   # evaluate the trained encoder and the baselines after training

@@ -28,6 +28,7 @@ ALLOWED = {
     "optim.name": ("sgd", "lars", "adamw"),
     "optim.schedule": ("cosine", "constant"),
     "ema.schedule": ("constant", "cosine"),
+    "wandb.mode": ("online", "offline", "disabled"),
 }
 
 

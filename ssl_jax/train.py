@@ -256,7 +256,10 @@ def _train_and_evaluate_owned(experiment: Experiment, wall_start: float,
   if announce:
     print(f"compiled in {time.perf_counter() - compile_start:.0f} s", flush=True)
 
-  writer = metric_writers.create_writer(experiment.workdir, is_lead and config.tensorboard)
+  writer = metric_writers.create_writer(experiment.workdir, lead=is_lead,
+                                        tensorboard=config.tensorboard,
+                                        wandb=config.get("wandb"),
+                                        run_name=config.name)
   if is_lead:
     _save_class_list(config, experiment.workdir)
   if start_step == 0 and is_lead:

@@ -24,8 +24,8 @@ CONFIG_FILE = "config.json"
 CHANGEABLE_ON_RESUME = (
     "name", "num_steps", "num_epochs", "eval.", "knn_every_steps", "log_every_steps",
     "checkpoint_every_steps", "keep_checkpoints", "analysis_every_steps", "max_nonfinite_steps",
-    "tensorboard", "quick_compile", "mesh.", "model.conv_impl", "data.root", "data.data_dir",
-    "data.num_workers", "data.max_skipped_fraction",
+    "tensorboard", "wandb.", "quick_compile", "mesh.", "model.conv_impl", "data.root",
+    "data.data_dir", "data.num_workers", "data.max_skipped_fraction",
 )
 
 
