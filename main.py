@@ -42,12 +42,15 @@ flags.DEFINE_enum("mode", "train", ["train", "export", "plot", "eval", "convert"
                                     "sweep_summary"],
                   "train: pretrain (resuming if possible), export, evaluate. export: write the "
                   "encoder of the latest checkpoint in --workdir to WORKDIR/encoder. plot: draw "
-                  "the run's recorded metrics and analysis signals to WORKDIR/plots/*.png. eval: "
+                  "the run's recorded metrics and analysis signals to WORKDIR/plots/*.png and .pdf. eval: "
                   "run the evaluation config (configs/eval/*.py) on its --config.encoder, writing "
                   "WORKDIR/results.json and plots. convert: a PyTorch checkpoint (--checkpoint, "
                   "--source) to WORKDIR/encoder. sweep: one training run per override set of "
                   "--sweep / --sweep_file, each in WORKDIR/<overrides>, then a table. "
                   "sweep_summary: the table of the sweep in --workdir.")
+flags.DEFINE_integer("plot_dpi", 150, "Resolution of every PNG figure a mode draws (training "
+                     "curves, evaluation plots); each is also written as a vector PDF beside it.",
+                     lower_bound=30, upper_bound=1200)
 # --mode=convert (see ssl_jax/torch_import and the sources in docs/checkpoints.md).
 flags.DEFINE_string("checkpoint", None, "convert: the .pth / .pth.tar / .safetensors file.")
 flags.DEFINE_string("source", None, "convert: the checkpoint family, e.g. mocov2_r50, swav_r50, "
@@ -179,6 +182,10 @@ def main(argv):
 
   # orbax's failed reads and writes leave dozens of identical asyncio reports behind.
   sys.unraisablehook = checkpointing.quiet_closed_event_loop_reports(sys.unraisablehook)
+
+  if flags.FLAGS.plot_dpi != flags.FLAGS["plot_dpi"].default:
+    from ssl_jax import plots   # matplotlib only where a dpi is asked for
+    plots.set_dpi(flags.FLAGS.plot_dpi)
 
   config = flags.FLAGS.config
   try:

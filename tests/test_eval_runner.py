@@ -52,6 +52,7 @@ def _run(name, encoder_dir, workdir, **overrides):
   report = written["evaluations"][name]
   for plot in report["plots"]:
     assert (workdir / plot).stat().st_size > 1000   # a PNG with content
+    assert (workdir / plot).with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"   # and its PDF
   assert report["plots"]
   return report["results"]
 

@@ -6,7 +6,7 @@ import pytest
 
 from engine_helpers import small_config
 from ssl_jax import plots, run_records, train
-from ssl_jax.plots import runs_comparison
+from ssl_jax.plots import runs_comparison, training_curves
 
 
 def test_history_appends_reads_and_drops_records_after_a_resumed_step(tmp_path):
@@ -27,18 +27,36 @@ def test_history_appends_reads_and_drops_records_after_a_resumed_step(tmp_path):
   assert not os.path.exists(str(tmp_path / "other.jsonl"))
 
 
-def test_plot_command_draws_training_curves_and_names_a_missing_run(tmp_path):
+def test_plot_command_draws_training_curves_and_names_a_missing_run(tmp_path, monkeypatch):
   with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
     plots.write_plots(str(tmp_path))
   history = run_records.JsonlHistory(str(tmp_path / run_records.METRICS_FILE), enabled=True)
   for step in range(5, 30, 5):
     history.append(step, {"loss": 1.0 / step, "projection_std": 0.1, "rankme": 3.0,
                           "learning_rate": 0.1})
+  # The run's config gives the projection width: the spread panel shows 1/sqrt(64) = 0.125.
+  (tmp_path / "config.json").write_text('{"name": "moco_v2:digits", '
+                                        '"objective_config": {"proj_dim": 64}}')
+  drawn = {}
+  save = training_curves.save
+
+  def keep_figure(figure, path):
+    drawn.update({axis.get_title(): (axis.get_ylabel(), [list(line.get_ydata())
+                                                         for line in axis.get_lines()])
+                  for axis in figure.axes})
+    drawn["suptitle"] = figure._suptitle.get_text()
+    return save(figure, path)
+  monkeypatch.setattr(training_curves, "save", keep_figure)
   paths = plots.write_plots(str(tmp_path))
   assert os.path.join(str(tmp_path), "plots", "training_curves.png") in paths
   for path in paths:
     with open(path, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(path[:-4] + ".pdf") > 1000
+  ylabel, lines = drawn["projection spread"]
+  assert ylabel == "std of l2-normalised projections"
+  assert lines == [[0.1] * 5, [0.125, 0.125]]   # the run's values, then the reference
+  assert drawn["suptitle"] == "moco_v2:digits" and drawn["training loss"][0] == "loss"
 
 
 @pytest.mark.xdist_group("run_safety")
@@ -79,6 +97,8 @@ def test_plot_command_on_a_directory_of_runs_draws_one_comparison(tmp_path, monk
   assert paths == [os.path.join(str(tmp_path), "plots", "runs_comparison.png")]
   with open(paths[0], "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  with open(paths[0][:-4] + ".pdf", "rb") as f:   # the vector copy for a paper
+    assert f.read(5) == b"%PDF-"
   assert drawn == {("online kNN top-1", "byol"): [0.25, 0.5],
                    ("online kNN top-1", "moco_v2"): [0.2, 0.4],
                    ("training loss", "byol"): [1.0, 1.0], ("training loss", "moco_v2"): [1.0, 1.0]}

@@ -1,10 +1,10 @@
 """The plot command: `python main.py --mode=plot --workdir=W` draws what a run recorded (or,
 for a directory of runs, one figure comparing them: runs_comparison.py).
 
-Each plot is one module with a `plot(metrics, analysis, out_dir) -> list[str]` function that
-reads the run's records (WORKDIR/metrics.jsonl: the training metrics at every log step;
-WORKDIR/analysis.jsonl: the objective's analysis records), writes PNG files into `out_dir` and
-returns their paths, or returns [] when the run did not record what it draws (e.g. FT score
+Each plot is one module with a `plot(metrics, analysis, out_dir, run_config) -> list[str]`
+function that reads the run's records (WORKDIR/metrics.jsonl: the training metrics at every log
+step; WORKDIR/analysis.jsonl: the objective's analysis records; WORKDIR/config.json: the run's
+config, or None), writes each figure as a PNG and a PDF into `out_dir` and returns the PNGs' paths, or returns [] when the run did not record what it draws (e.g. FT score
 statistics in a BYOL run). Adding a plot adds one module and one entry in `PLOTS`.
 
 matplotlib is imported only here, with the non-interactive Agg backend, so training never
@@ -13,18 +13,23 @@ depends on it and plotting works on hosts without a display.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Callable
 
 from ssl_jax import run_records
+from ssl_jax import workdir_config
 from ssl_jax.plots import eigenspace
 from ssl_jax.plots import feature_transform_scores
 from ssl_jax.plots import runs_comparison
 from ssl_jax.plots import training_curves
+from ssl_jax.plots._figure import set_dpi
+
+__all__ = ["PLOTS", "PLOTS_DIR", "set_dpi", "write_plots"]
 
 PLOTS_DIR = "plots"
 
-PlotFn = Callable[[list[dict], list[dict], str], list[str]]
+PlotFn = Callable[[list[dict], list[dict], str, "dict | None"], list[str]]
 PLOTS: dict[str, PlotFn] = {
     "training_curves": training_curves.plot,
     "feature_transform_scores": feature_transform_scores.plot,
@@ -58,9 +63,14 @@ def write_plots(workdir: str) -> list[str]:
                             "--workdir)")
   metrics = run_records.read_jsonl(metrics_path)
   analysis = run_records.read_jsonl(os.path.join(workdir, run_records.ANALYSIS_FILE))
+  config_path = os.path.join(workdir, workdir_config.CONFIG_FILE)
+  run_config = None
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      run_config = json.load(f)
   out_dir = os.path.join(workdir, PLOTS_DIR)
   os.makedirs(out_dir, exist_ok=True)
   paths = []
   for plot in PLOTS.values():
-    paths.extend(plot(metrics, analysis, out_dir))
+    paths.extend(plot(metrics, analysis, out_dir, run_config))
   return paths

@@ -27,7 +27,9 @@ def _matrix(records: list[dict], key: str) -> np.ndarray:
   return np.array([record[key][:LEADING_DIRECTIONS] for record in records], np.float64)
 
 
-def plot(metrics: list[dict], analysis: list[dict], out_dir: str) -> list[str]:
+def plot(metrics: list[dict], analysis: list[dict], out_dir: str,
+         run_config: dict | None = None) -> list[str]:
+  del run_config
   del metrics
   records = sorted((record for record in analysis if eigenspace.ASYMMETRY in record),
                    key=lambda record: record["step"])

@@ -33,7 +33,9 @@ def _start_step(metrics: list[dict]) -> float | None:
   return None
 
 
-def plot(metrics: list[dict], analysis: list[dict], out_dir: str) -> list[str]:
+def plot(metrics: list[dict], analysis: list[dict], out_dir: str,
+         run_config: dict | None = None) -> list[str]:
+  del run_config
   del analysis
   if not any(f"ft_{PANELS[0][0]}_before" in record for record in metrics):
     return []
