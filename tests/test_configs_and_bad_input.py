@@ -12,6 +12,7 @@ import pytest
 
 from configs import common
 from ssl_jax import config_validation, train
+from ssl_jax.evaluation.evaluators import EVALUATORS
 from ssl_jax.objectives import OBJECTIVES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +51,10 @@ def test_every_config_builds_and_validates(name, dataset, tiny):
 def test_every_eval_config_builds(name, dataset, tiny):
   config = importlib.import_module(f"configs.eval.{name}").get_config(
       dataset + (",tiny" if tiny else ""))
-  assert config.eval.evaluators == (name,) and name in config.eval
+  if name == "all":
+    assert config.eval.evaluators == tuple(EVALUATORS)
+  else:
+    assert config.eval.evaluators == (name,) and name in config.eval
   assert config.data.name == dataset and config.encoder == ""
   module = importlib.import_module(f"configs.eval.{name}")
   assert f"configs/eval/{name}.py:" in module.__doc__, "the docstring must hold the run command"

@@ -45,3 +45,40 @@ def test_the_wheel_states_its_license_and_keeps_tensorflow_optional(wheel):
   assert not [line for line in base if "tensorflow" in line.lower()], base
   tfds = [line for line in metadata.splitlines() if 'extra == "tfds"' in line]
   assert any("tensorflow-datasets" in line for line in tfds)
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory):
+  """The wheel installed (without dependencies: this environment has them) into a directory of
+  its own, and the environment that puts it first on the path."""
+  wheel_dir = tmp_path_factory.mktemp("wheel_for_install")
+  subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w",
+                  str(wheel_dir), REPO], check=True, capture_output=True, timeout=600)
+  path, = glob.glob(str(wheel_dir / "ssl_jax-*.whl"))
+  target = tmp_path_factory.mktemp("site")
+  subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+                  str(target), path], check=True, capture_output=True, timeout=600)
+  environment = {**os.environ, "PYTHONPATH": str(target), "XLA_FLAGS": ""}
+  return target, environment
+
+
+def test_the_installed_command_runs_the_default_job_outside_the_clone(installed_wheel,
+                                                                       tmp_path):
+  """`ssl-jax` from the wheel, run in an empty directory: the default config (the installed
+  configs/moco_v2.py:digits) trains, exports and evaluates; the code is the wheel's."""
+  import json
+  target, environment = installed_wheel
+  where = subprocess.run([sys.executable, "-c", "import configs, ssl_jax; "
+                          "print(ssl_jax.__file__); print(configs.__file__)"],
+                         cwd=tmp_path, env=environment, capture_output=True, text=True, check=True)
+  assert all(line.startswith(str(target)) for line in where.stdout.split())
+  result = subprocess.run(
+      [str(target / "bin" / "ssl-jax"), "--workdir=run", "--config.num_steps=4",
+       "--config.knn_every_steps=0", "--config.tensorboard=False", "--config.quick_compile=True",
+       "--config.eval.evaluators=('knn',)"],
+      cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["config_name"] == "moco_v2:digits" and summary["steps"] == 4
+  assert 0.1 < summary["eval"]["trained"]["knn_top1"] <= 1.0
+  assert (tmp_path / "run" / "encoder" / "encoder.json").exists()
