@@ -82,8 +82,10 @@ FULL = Plan(r50_objectives=("moco_v2", "simsiam", "byol"), r50_batches=(256, 128
 DRY_RUN = Plan(r50_objectives=("moco_v2", "simsiam", "byol"), r50_batches=(16,),
                r50_model=("resnet10", 4), image_size=32, pipeline_objective="moco_v2",
                pipeline_batch=16, pipeline_workers=(0, 1), pipeline_images=64, host_seconds=0.5,
-               r18_objectives=("moco_v2",), r18_batch=16, r18_width=4, dispatch_counts=(2,), learning_objective="simsiam", learning_batch=16,
-               learning_steps=4, learning_images=64, learning_record_every=2, steps=2, warmup=1, quick_compile=True)
+               r18_objectives=("moco_v2",), r18_batch=16, r18_width=4, dispatch_counts=(2,),
+               learning_objective="simsiam", learning_batch=16, learning_steps=4,
+               learning_images=64, learning_record_every=2, steps=2, warmup=1,
+               quick_compile=True)
 
 # Issue 31's goals on one H100: (what, target, floor) in images/s, or a ratio.
 GOALS = (("r50 moco_v2 bf16 synthetic img/s", 4500, 3000),
@@ -157,7 +159,6 @@ def _read_array_record_set(config, directory: str, images: int) -> dict | None:
   root = _set_root(directory, config)
   written = None
   if not os.path.exists(root):
-    config.data.update(dict(source="array_record", root=root))
     written = input_benchmark.make_dataset(os.path.dirname(root), config.data.image_size,
                                            images, config)
   config.data.update(dict(source="array_record", root=root))
@@ -172,7 +173,8 @@ def host_pipeline(plan: Plan, recorder: Recorder, directory: str) -> int:
   written = _read_array_record_set(config, directory, plan.pipeline_images)
   if written:
     recorder.emit("host_pipeline", written)
-  recorder.emit("host_pipeline", input_benchmark.time_host_ops(config, min(256, plan.pipeline_images)))
+  recorder.emit("host_pipeline",
+                input_benchmark.time_host_ops(config, min(256, plan.pipeline_images)))
   best = (0, -1.0)
   for workers in plan.pipeline_workers:
     if recorder.may_start("host_pipeline", f"{workers} workers"):
@@ -199,7 +201,8 @@ def device_augment(plan: Plan, recorder: Recorder) -> None:
   config = _r50_config(plan, plan.pipeline_objective, plan.pipeline_batch)
   record = input_benchmark.time_device_augment(config, plan.pipeline_batch, repeats=plan.steps + 3)
   step_records = [r for r in recorder.records if r["section"] == "r50_synthetic"
-                  and r["objective"] == plan.pipeline_objective and r["batch"] == plan.pipeline_batch]
+                  and r["objective"] == plan.pipeline_objective
+                  and r["batch"] == plan.pipeline_batch]
   if step_records:   # augmenting B images takes this share of a step over B images
     record["share_of_step"] = round(step_records[0]["img_per_s"] / record["img_per_s"], 3)
   recorder.emit("device_augment", record)

@@ -47,9 +47,10 @@ flags.DEFINE_enum("mode", "train", ["train", "export", "plot", "eval", "convert"
                                     "sweep_summary"],
                   "train: pretrain (resuming if possible), export, evaluate. export: write the "
                   "encoder of the latest checkpoint in --workdir to WORKDIR/encoder. plot: draw "
-                  "the run's recorded metrics and analysis signals to WORKDIR/plots/*.png and .pdf. eval: "
-                  "run the evaluation config (configs/eval/*.py) on its --config.encoder, writing "
-                  "WORKDIR/results.json and plots. convert: a PyTorch checkpoint (--checkpoint, "
+                  "the run's recorded metrics and analysis signals to WORKDIR/plots/*.png and "
+                  ".pdf. eval: run the evaluation config (configs/eval/*.py) on its "
+                  "--config.encoder, writing WORKDIR/results.json, results.csv, results.tex and "
+                  "plots. convert: a PyTorch checkpoint (--checkpoint, "
                   "--source) to WORKDIR/encoder. sweep: one training run per override set of "
                   "--sweep / --sweep_file, each in WORKDIR/<overrides>, then a table. "
                   "sweep_summary: the table of the sweep in --workdir.")

@@ -66,7 +66,8 @@ def test_the_learning_check_trains_both_dtypes_from_one_start(dry_run):
   records, _ = dry_run
   float32, bfloat16, comparison = [r for r in records if r["section"] == "bf16_learning"]
   assert (float32["dtype"], bfloat16["dtype"]) == ("float32", "bfloat16")
-  assert [p["step"] for p in float32["curve"]] == [p["step"] for p in bfloat16["curve"]] == [1, 2, 4]
+  steps = [p["step"] for p in float32["curve"]]
+  assert steps == [p["step"] for p in bfloat16["curve"]] == [1, 2, 4]
   # Same initial weights and batches: the first step's figures differ only by bfloat16 rounding.
   first32, first16 = float32["curve"][0], bfloat16["curve"][0]
   assert first16["projection_std"] == pytest.approx(first32["projection_std"], rel=0.02)

@@ -4,8 +4,9 @@ for a directory of runs, one figure comparing them: runs_comparison.py).
 Each plot is one module with a `plot(metrics, analysis, out_dir, run_config) -> list[str]`
 function that reads the run's records (WORKDIR/metrics.jsonl: the training metrics at every log
 step; WORKDIR/analysis.jsonl: the objective's analysis records; WORKDIR/config.json: the run's
-config, or None), writes each figure as a PNG and a PDF into `out_dir` and returns the PNGs' paths, or returns [] when the run did not record what it draws (e.g. FT score
-statistics in a BYOL run). Adding a plot adds one module and one entry in `PLOTS`.
+config, or None), writes each figure as a PNG and a PDF into `out_dir` and returns the PNGs'
+paths, or returns [] when the run did not record what it draws (e.g. FT score statistics in a
+BYOL run). Adding a plot adds one module and one entry in `PLOTS`.
 
 matplotlib is imported only here, with the non-interactive Agg backend, so training never
 depends on it and plotting works on hosts without a display.
