@@ -40,12 +40,13 @@ def test_plot_command_draws_training_curves_and_names_a_missing_run(tmp_path, mo
   drawn = {}
   save = training_curves.save
 
-  def keep_figure(figure, path):
+  def keep_figure(figure, path, source):
+    drawn["source"] = source
     drawn.update({axis.get_title(): (axis.get_ylabel(), [list(line.get_ydata())
                                                          for line in axis.get_lines()])
                   for axis in figure.axes})
     drawn["suptitle"] = figure._suptitle.get_text()
-    return save(figure, path)
+    return save(figure, path, source)
   monkeypatch.setattr(training_curves, "save", keep_figure)
   paths = plots.write_plots(str(tmp_path))
   assert os.path.join(str(tmp_path), "plots", "training_curves.png") in paths
@@ -56,7 +57,8 @@ def test_plot_command_draws_training_curves_and_names_a_missing_run(tmp_path, mo
   ylabel, lines = drawn["projection spread"]
   assert ylabel == "std of l2-normalised projections"
   assert lines == [[0.1] * 5, [0.125, 0.125]]   # the run's values, then the reference
-  assert drawn["suptitle"] == "moco_v2:digits" and drawn["training loss"][0] == "loss"
+  assert drawn["suptitle"] == drawn["source"] == "moco_v2:digits"
+  assert drawn["training loss"][0] == "loss"
 
 
 @pytest.mark.xdist_group("run_safety")

@@ -113,6 +113,11 @@ class EvalData:
                 self.config, split, self.settings.max_examples).description)
             for split in dict.fromkeys((data.train_split, data.test_split))}
 
+  @property
+  def figure_source(self) -> str:
+    """What a figure of this evaluation names as its source: the config and the dataset."""
+    return f"{self.config.name} on {self.config.data.name}"
+
   def output_path(self, filename: str) -> str | None:
     """Where to write an output (a plot, an exported encoder), or None when this evaluation
     writes no files."""

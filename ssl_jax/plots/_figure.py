@@ -49,8 +49,13 @@ def legend_outside(axis, **kwargs) -> None:
               fontsize="small", **kwargs)
 
 
-def save(figure, path: str) -> str:
-  """Writes `path` (a .png) and the same figure as a .pdf beside it; returns `path`."""
+def save(figure, path: str, source: str = "") -> str:
+  """Writes `path` (a .png) and the same figure as a .pdf beside it; returns `path`. `source`
+  (the run or evaluation that made the figure) is printed small in the bottom right corner, so
+  a figure copied into a draft still says where it came from."""
+  if source:
+    figure.text(0.995, 0.003, source, ha="right", va="bottom", fontsize="x-small",
+                color="grey")
   with warnings.catch_warnings():   # figures with shared colour bars: tight_layout declines
     warnings.simplefilter("ignore", UserWarning)
     figure.tight_layout()

@@ -1,5 +1,6 @@
 """Figures of the evaluation suite (`python main.py --mode=eval`): one function per figure kind,
-each writing one PNG and returning its path."""
+each writing one PNG (and its PDF) and returning the PNG's path; `source` names the evaluation
+in the figure's corner."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from ssl_jax.plots._figure import (SEQUENTIAL_COLORMAP, legend_outside, plt, sav
 
 
 def grouped_bars(path: str, title: str, categories: list[str],
-                 values_by_encoder: dict[str, list[float]], ylabel: str) -> str:
+                 values_by_encoder: dict[str, list[float]], ylabel: str,
+                 source: str = "") -> str:
   """One group of bars per category, one bar per encoder, each bar labelled with its value; the
   y axis spans the values (scores in [0, 1]) rather than starting at 0."""
   figure, axis = plt.subplots(figsize=(max(4.5, 1.3 * len(categories) + 2.5), 3.4))
@@ -27,11 +29,12 @@ def grouped_bars(path: str, title: str, categories: list[str],
   axis.set_ylabel(ylabel)
   axis.set_title(title)
   legend_outside(axis)
-  return save(figure, path)
+  return save(figure, path, source)
 
 
 def lines(path: str, title: str, xlabel: str, ylabel: str, x_values, series: dict,
-          errors: dict | None = None, log_x: bool = False, x_ticks=None) -> str:
+          errors: dict | None = None, log_x: bool = False, x_ticks=None,
+          source: str = "") -> str:
   """One line (with its error bars or interval, where given) per entry of `series`. A log x
   axis is ticked at the x values themselves (1, 5, 20, 50 shots), not at powers of ten."""
   figure, axis = plt.subplots(figsize=(5.5, 3.4))
@@ -52,10 +55,10 @@ def lines(path: str, title: str, xlabel: str, ylabel: str, x_values, series: dic
   axis.set_ylabel(ylabel)
   axis.set_title(title)
   legend_outside(axis)
-  return save(figure, path)
+  return save(figure, path, source)
 
 
-def panels_of_lines(path: str, panels: dict[str, dict], ylabel: str) -> str:
+def panels_of_lines(path: str, panels: dict[str, dict], ylabel: str, source: str = "") -> str:
   """One panel per entry: {'x': [...], 'xlabel': str, 'series': {name: [...]}} and optionally
   'baselines': {name: value}, drawn as a dashed line in the series' colour."""
   figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
@@ -71,11 +74,12 @@ def panels_of_lines(path: str, panels: dict[str, dict], ylabel: str) -> str:
   axes[0][0].set_ylabel(ylabel)
   legend_outside(axes[0][-1], title="dashed: different images"
                  if any(p.get("baselines") for p in panels.values()) else None)
-  return save(figure, path)
+  return save(figure, path, source)
 
 
 def heatmaps(path: str, matrices: dict[str, np.ndarray], row_labels: list[str],
-             column_labels: list[str], row_title: str, column_title: str) -> str:
+             column_labels: list[str], row_title: str, column_title: str,
+             source: str = "") -> str:
   """One annotated heatmap (values in [0, 1]) per matrix, side by side."""
   figure, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), 3.8),
                               squeeze=False)
@@ -90,10 +94,11 @@ def heatmaps(path: str, matrices: dict[str, np.ndarray], row_labels: list[str],
       axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
                 color="white" if value < 0.6 else "black")
     figure.colorbar(image, ax=axis, fraction=0.046)
-  return save(figure, path)
+  return save(figure, path, source)
 
 
-def saliency_overlays(path: str, images: np.ndarray, maps: dict[str, np.ndarray]) -> str:
+def saliency_overlays(path: str, images: np.ndarray, maps: dict[str, np.ndarray],
+                      source: str = "") -> str:
   """Row 1: the images; then one row per saliency kind, each map (scaled to [0, 1] per image)
   over its image in a perceptually uniform colormap, with the row's colour bar at its end."""
   count = images.shape[0]
@@ -117,4 +122,4 @@ def saliency_overlays(path: str, images: np.ndarray, maps: dict[str, np.ndarray]
     axis.set_xticks([])
     axis.set_yticks([])
   figure.suptitle("saliency, scaled to each image's maximum", fontsize="small")
-  return save(figure, path)
+  return save(figure, path, source)

@@ -49,4 +49,4 @@ def plot(metrics: list[dict], analysis: list[dict], out_dir: str,
   name = (run_config or {}).get("name")
   if name:
     figure.suptitle(name)
-  return [save(figure, os.path.join(out_dir, "training_curves.png"))]
+  return [save(figure, os.path.join(out_dir, "training_curves.png"), name or "")]

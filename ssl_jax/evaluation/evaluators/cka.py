@@ -71,7 +71,8 @@ def evaluate(encoders: dict, data: EvalData, settings: ml_collections.ConfigDict
   if path:
     from ssl_jax.plots import evaluation as plot_lib
     plots.append(plot_lib.heatmaps(path, matrices, keys, keys, name,
-                                   "other: " + os.path.basename(os.path.normpath(other_name))))
+                                   "other: " + os.path.basename(os.path.normpath(other_name)),
+                                   source=data.figure_source))
   return Report({name: result}, ("kernel", f"{name} \\ other") + tuple(keys), rows, plots)
 
 

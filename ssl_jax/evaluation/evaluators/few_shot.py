@@ -44,7 +44,8 @@ def evaluate(encoders: dict, data: EvalData, settings: ml_collections.ConfigDict
         path, f"{settings.n_way}-way few-shot ({settings.classifier}, 95% CI)", "shots",
         "accuracy", list(settings.shots),
         {n: [r[k]["mean"] for k in keys] for n, r in results.items()},
-        {n: [r[k]["ci95"] for k in keys] for n, r in results.items()}, log_x=True))
+        {n: [r[k]["ci95"] for k in keys] for n, r in results.items()}, log_x=True,
+        source=data.figure_source))
   return Report(results, ("encoder",) + tuple(f"{k}-shot" for k in settings.shots), rows, plots)
 
 

@@ -80,7 +80,7 @@ def evaluate(encoders: dict, data: EvalData, settings: ml_collections.ConfigDict
         {n: [r[l]["top1"] for l in labels] for n, r in results.items()},
         {n: [[r[l]["top1"] - r[l]["top1_ci95"][0] for l in labels],
              [r[l]["top1_ci95"][1] - r[l]["top1"] for l in labels]] for n, r in results.items()},
-        x_ticks=labels))
+        x_ticks=labels, source=data.figure_source))
   return Report(results, ("encoder", "labels", "examples", "top-1", "95% CI", "AUC"), rows,
                 plots)
 

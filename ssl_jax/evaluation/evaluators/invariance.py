@@ -44,7 +44,8 @@ def evaluate(encoders: dict, data: EvalData, settings: ml_collections.ConfigDict
                           "baselines": {n: r["different_images_cosine"]
                                         for n, r in results.items()}}
               for transform in sweeps}
-    plots.append(plot_lib.panels_of_lines(path, panels, "cosine f(x), f(T(x))"))
+    plots.append(plot_lib.panels_of_lines(path, panels, "cosine f(x), f(T(x))",
+                                          source=data.figure_source))
   return Report(results, ("encoder", "transform", "strength:cosine"), rows, plots)
 
 

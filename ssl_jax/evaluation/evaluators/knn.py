@@ -56,7 +56,8 @@ def evaluate(encoders: dict, data: EvalData, settings: ml_collections.ConfigDict
     from ssl_jax.plots import evaluation as plot_lib
     plots.append(plot_lib.grouped_bars(
         path, f"weighted kNN (T={settings.temperature})", [f"k={k}" for k in ks],
-        {n: [r[f"{metric}_k{k}"] for k in ks] for n, r in results.items()}, title))
+        {n: [r[f"{metric}_k{k}"] for k in ks] for n, r in results.items()}, title,
+        source=data.figure_source))
   return Report(results, ("encoder",) + tuple(f"{title} k={k}" for k in ks), rows, plots)
 
 

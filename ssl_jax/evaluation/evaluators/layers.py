@@ -44,7 +44,7 @@ def evaluate(encoders: dict, data: EvalData, settings: ml_collections.ConfigDict
     plots.append(plot_lib.lines(
         path, "linear probe per layer", "layer", "top-1", list(range(len(layers))),
         {n: [r[layer]["top1"] for layer in layers] for n, r in results.items()},
-        x_ticks=layers))
+        x_ticks=layers, source=data.figure_source))
   return Report(results, ("encoder", "layer", "dim", "top-1", "mean per class"), rows, plots)
 
 

@@ -75,7 +75,8 @@ def evaluate(encoders: dict, data: EvalData, settings: ml_collections.ConfigDict
     from ssl_jax.plots import evaluation as plot_lib
     plots.append(plot_lib.grouped_bars(
         path, "linear probe (test split)", ["top-1", "mean per class", "AUC"],
-        {n: [r["top1"], r["mean_per_class"], r["auc"]] for n, r in results.items()}, "score"))
+        {n: [r["top1"], r["mean_per_class"], r["auc"]] for n, r in results.items()}, "score",
+        source=data.figure_source))
   return Report(results, ("encoder", "top-1", "mean per class", "kappa", "AUC", "chosen L2"),
                 rows, plots)
 

@@ -43,7 +43,8 @@ def evaluate(encoders: dict, data: EvalData, settings: ml_collections.ConfigDict
     path = data.output_path(f"saliency_{name}.png")
     if path:
       from ssl_jax.plots import evaluation as plot_lib
-      plots.append(plot_lib.saliency_overlays(path, images, maps))
+      plots.append(plot_lib.saliency_overlays(path, images, maps,
+                                                     source=data.figure_source))
   return Report(results, ("encoder", "saliency", "attentive diffusion %"), rows, plots)
 
 
