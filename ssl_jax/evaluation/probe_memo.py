@@ -51,9 +51,7 @@ def probe_key(kind: str, arrays: tuple, settings: dict[str, Any]) -> str:
 
 def remembered(memo_dir: str, key: str, compute: Callable[[], dict]) -> dict:
   """compute()'s results, read from `memo_dir` when a probe with this key has been solved before
-  (and stored there after solving otherwise); `memo_dir` '' solves every time."""
-  if not memo_dir:
-    return compute()
+  (and stored there after solving otherwise)."""
   path = os.path.join(memo_dir, f"{key}.json")
   if os.path.exists(path):
     with open(path) as f:

@@ -45,6 +45,8 @@ def probe_settings(settings: ml_collections.ConfigDict, seed: int) -> dict[str, 
 
 def _remembered_probe(memo_dir: str, probe, train, test, kwargs) -> dict[str, float]:
   """probe(*train, *test, **kwargs), or its stored results from an identical earlier call."""
+  if not memo_dir:   # no hashing of the features when nothing is remembered
+    return probe(*train, *test, **kwargs)
   key = probe_memo.probe_key(probe.__name__, (*train, *test), kwargs)
   return probe_memo.remembered(memo_dir, key, lambda: probe(*train, *test, **kwargs))
 
