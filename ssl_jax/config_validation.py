@@ -6,6 +6,7 @@ module checks the values: names that must come from a fixed set, and divisibilit
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 
@@ -66,6 +67,10 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int,
               "max_nonfinite_steps"):
     if config[key] < 1:
       raise ConfigError(f"config.{key}={config[key]} must be at least 1")
+  wandb = config.get("wandb")
+  if wandb is not None and wandb.project and importlib.util.find_spec("wandb") is None:
+    raise ConfigError(f"config.wandb.project={wandb.project!r} needs the wandb package, an "
+                      "optional part of ssl-jax: pip install 'ssl-jax[wandb]'")
   validate_data_fields(config)
   _validate_evaluation_fields(config)
 
@@ -85,6 +90,10 @@ def validate_eval_config(config: ml_collections.ConfigDict) -> None:
   if config.data.source not in sources.SOURCES:
     raise ConfigError(f"config.data.source={config.data.source!r} is not allowed; choose one of "
                       f"{list(sources.SOURCES)}")
+  wandb = config.get("wandb")
+  if wandb is not None and wandb.project and importlib.util.find_spec("wandb") is None:
+    raise ConfigError(f"config.wandb.project={wandb.project!r} needs the wandb package, an "
+                      "optional part of ssl-jax: pip install 'ssl-jax[wandb]'")
   validate_data_fields(config)
   _validate_evaluation_fields(config)
 

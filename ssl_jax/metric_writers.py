@@ -18,7 +18,6 @@ import secrets
 TENSORBOARD_DIR = "tensorboard"
 # The W&B run of a workdir, so that a resume logs into the same run.
 WANDB_RUN_ID_FILE = "wandb_run_id"
-WANDB_MODES = ("online", "offline", "disabled")
 
 
 class ConsoleWriter:

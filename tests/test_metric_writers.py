@@ -84,3 +84,13 @@ def test_a_wandb_mode_outside_the_allowed_ones_is_a_config_error():
   config = small_config("simsiam", **{"wandb.project": "p", "wandb.mode": "offlne"})
   with pytest.raises(config_validation.ConfigError, match=r"wandb.mode='offlne'.*'offline'"):
     config_validation.validate_config(config, num_devices=1, process_count=1)
+
+
+def test_wandb_without_the_package_is_a_config_error_before_any_work(monkeypatch):
+  import importlib.util
+  find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *args: None if name == "wandb" else find_spec(name, *args))
+  config = small_config("simsiam", **{"wandb.project": "p"})
+  with pytest.raises(config_validation.ConfigError, match=r"pip install 'ssl-jax\[wandb\]'"):
+    config_validation.validate_config(config, num_devices=1, process_count=1)
