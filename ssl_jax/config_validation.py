@@ -90,10 +90,6 @@ def validate_eval_config(config: ml_collections.ConfigDict) -> None:
   if config.data.source not in sources.SOURCES:
     raise ConfigError(f"config.data.source={config.data.source!r} is not allowed; choose one of "
                       f"{list(sources.SOURCES)}")
-  wandb = config.get("wandb")
-  if wandb is not None and wandb.project and importlib.util.find_spec("wandb") is None:
-    raise ConfigError(f"config.wandb.project={wandb.project!r} needs the wandb package, an "
-                      "optional part of ssl-jax: pip install 'ssl-jax[wandb]'")
   validate_data_fields(config)
   _validate_evaluation_fields(config)
 
