@@ -82,3 +82,41 @@ def test_the_installed_command_runs_the_default_job_outside_the_clone(installed_
   assert summary["config_name"] == "moco_v2:digits" and summary["steps"] == 4
   assert 0.1 < summary["eval"]["trained"]["knn_top1"] <= 1.0
   assert (tmp_path / "run" / "encoder" / "encoder.json").exists()
+
+
+def _requirements(extras):
+  """The pyproject's requirements of the base install and of `extras`, markers applied."""
+  import tomllib
+  from packaging.requirements import Requirement
+  project = tomllib.load(open(os.path.join(REPO, "pyproject.toml"), "rb"))["project"]
+  texts = list(project["dependencies"])
+  for extra in extras:
+    texts += project["optional-dependencies"][extra]
+  requirements = [Requirement(text) for text in texts]
+  return [r for r in requirements
+          if r.name != "ssl-jax" and (r.marker is None or r.marker.evaluate())]
+
+
+def _locked(path):
+  from packaging.utils import canonicalize_name
+  pins = {}
+  for line in open(os.path.join(REPO, "locks", path)):
+    if line.strip() and not line.startswith("#"):
+      name, version = line.strip().split("==")
+      pins[canonicalize_name(name)] = version
+  return pins
+
+
+@pytest.mark.parametrize("lock, extras", [("base.txt", ()),
+                                          ("test.txt", ("tfds", "tensorboard", "wandb", "test"))])
+def test_the_locks_pin_every_requirement_within_its_declared_range(lock, extras):
+  """locks/*.txt (pip freeze of a fresh install) give every declared requirement one version,
+  inside the range pyproject.toml allows: `pip install -e . -c locks/base.txt` resolves the
+  same versions from any index."""
+  from packaging.utils import canonicalize_name
+  pins = _locked(lock)
+  for requirement in _requirements(extras):
+    name = canonicalize_name(requirement.name)
+    assert name in pins, f"{lock} pins no version of {requirement.name}"
+    assert requirement.specifier.contains(pins[name], prereleases=True), (
+        f"{lock}: {name}=={pins[name]} is outside {requirement}")
