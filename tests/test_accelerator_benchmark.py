@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
+from benchmarks.accelerator_plan import SECTIONS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMAND = [sys.executable, os.path.join(REPO, "benchmarks", "accelerator.py")]
-SECTIONS = ("r50_synthetic", "host_pipeline", "r50_pipeline", "device_augment", "r18_dispatch",
-            "bf16_learning")
 
 
 def _run(*args, env=None, timeout=900):

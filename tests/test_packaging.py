@@ -13,12 +13,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
+def wheel_path(tmp_path_factory):
+  """The wheel `pip wheel .` builds, once for the module."""
   out = tmp_path_factory.mktemp("wheel")
   subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out),
                   REPO], check=True, capture_output=True, timeout=600)
   path, = glob.glob(str(out / "ssl_jax-*.whl"))
-  with zipfile.ZipFile(path) as archive:
+  return path
+
+
+@pytest.fixture(scope="module")
+def wheel(wheel_path):
+  with zipfile.ZipFile(wheel_path) as archive:
     names = set(archive.namelist())
     metadata, = [name for name in names if name.endswith(".dist-info/METADATA")]
     return names, archive.read(metadata).decode()
@@ -48,13 +54,10 @@ def test_the_wheel_states_its_license_and_keeps_tensorflow_optional(wheel):
 
 
 @pytest.fixture(scope="module")
-def installed_wheel(tmp_path_factory):
+def installed_wheel(wheel_path, tmp_path_factory):
   """The wheel installed (without dependencies: this environment has them) into a directory of
   its own, and the environment that puts it first on the path."""
-  wheel_dir = tmp_path_factory.mktemp("wheel_for_install")
-  subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w",
-                  str(wheel_dir), REPO], check=True, capture_output=True, timeout=600)
-  path, = glob.glob(str(wheel_dir / "ssl_jax-*.whl"))
+  path = wheel_path
   target = tmp_path_factory.mktemp("site")
   subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
                   str(target), path], check=True, capture_output=True, timeout=600)
