@@ -220,6 +220,26 @@ def test_slurm_array_maps_every_task_id_to_its_run(tmp_path):
   assert MAIN not in result.stdout
 
 
+def test_slurm_task_records_the_exit_status_of_a_run_that_ends_at_once(tmp_path):
+  """A run can exit before the batch shell first looks at it, and bash may already have reaped
+  it then (CI hit this: `returncode: unbound variable`); its status must still be recorded."""
+  sweep_dir = tmp_path / "sweep"
+  command.run_sweep(_config(), config_spec=CONFIG_SPEC, base_overrides={}, main_path=MAIN,
+                    sweep_dir=str(sweep_dir), sweep_flags=["optim.base_lr=1e-3"], emit="slurm")
+  # `false` is a shell builtin: the background run ends at once, with status 1. A DEBUG trap
+  # (sourced through BASH_ENV) slows the batch shell down so that the run is over and reaped
+  # before the shell's next command, as on a loaded machine.
+  slow_shell = tmp_path / "slow_shell.sh"
+  slow_shell.write_text("trap 'sleep 0.01' DEBUG\n")
+  environment = dict(os.environ, PYTHON="false", SLURM_ARRAY_TASK_ID="0",
+                     BASH_ENV=str(slow_shell))
+  run_dir = sweep_dir / json.loads((sweep_dir / command.RUNS_FILE).read_text())["runs"][0]["name"]
+  result = subprocess.run(["bash", str(sweep_dir / slurm.SCRIPT_FILE)], env=environment,
+                          capture_output=True, text=True, timeout=30)
+  assert result.returncode == 1, result.stderr
+  assert json.loads((run_dir / "sweep_status.json").read_text()) == {"returncode": 1}
+
+
 def test_slurm_task_passes_sigterm_to_the_run_and_requeues_itself(tmp_path):
   """SLURM signals the batch shell (--signal=B:TERM@...); the run must get the SIGTERM, and a
   run that stopped for it (exit 143) is requeued."""

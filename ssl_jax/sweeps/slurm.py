@@ -73,6 +73,8 @@ def sbatch_script(runs: Sequence[Run], sweep_dir: str, *, main_path: str, config
       "run_pid=$!",
       "trap 'kill -TERM \"$run_pid\" 2>/dev/null' TERM",
       # A trapped signal ends `wait` early; wait again until the run itself has exited.
+      # Bash may reap a quick run before the loop's first test, so wait once unconditionally.
+      'wait "$run_pid"; returncode=$?',
       'while kill -0 "$run_pid" 2>/dev/null; do wait "$run_pid"; returncode=$?; done',
       f'echo "{{\\"returncode\\": $returncode}}" > "$RUN_WORKDIR/{STATUS_FILE}"',
       f"if [ $returncode -eq {PREEMPTED_EXIT_STATUS} ] && command -v scontrol >/dev/null; then",
