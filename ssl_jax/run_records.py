@@ -25,6 +25,7 @@ from typing import Any
 
 METRICS_FILE = "metrics.jsonl"     # the training metrics at every log step
 ANALYSIS_FILE = "analysis.jsonl"   # the objective's analysis records (Objective.analysis)
+SUMMARY_FILE = "summary.json"      # the end-of-run figures and evaluation (ssl_jax.train)
 # Key of a metrics record: the seconds of its interval that count as training time (0 for the
 # interval that includes compilation or an evaluation). See `training_figures`.
 TIMED_SECONDS = "timed_seconds"

@@ -42,7 +42,7 @@ from ssl_jax.objectives import build_objective
 ENCODER_DIR = "encoder"
 EVAL_DIR = "eval"
 CHECKPOINT_DIR = "checkpoints"
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE = run_records.SUMMARY_FILE
 # The label names of file-based datasets, one a line in label order (usable as data.class_list).
 CLASSES_FILE = "classes.txt"
 

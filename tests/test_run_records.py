@@ -1,5 +1,6 @@
 """The run's JSON-lines records (metrics.jsonl, analysis.jsonl) and the plot command on them."""
 
+import json
 import os
 
 import pytest
@@ -87,6 +88,10 @@ def test_plot_command_on_a_directory_of_runs_draws_one_comparison(tmp_path, monk
       history.append(step, {"loss": 1.0, run_records.TIMED_SECONDS: 1.0})
       history.append(step, {"online_knn_top1": knn * step / 200})
   (tmp_path / "notes").mkdir()   # not a run: ignored
+  # A finished run: its end-of-run kNN (the first k) closes its online kNN curve.
+  (tmp_path / "byol" / run_records.SUMMARY_FILE).write_text(json.dumps(
+      {"steps": 300, "eval": {"trained": {"knn_top1_k20": 0.6, "knn_top1_k200": 0.55,
+                                          "knn_top1": 0.6, "linear_top1": 0.7}}}))
   drawn = {}
   save = runs_comparison.save
 
@@ -101,6 +106,6 @@ def test_plot_command_on_a_directory_of_runs_draws_one_comparison(tmp_path, monk
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   with open(paths[0][:-4] + ".pdf", "rb") as f:   # the vector copy for a paper
     assert f.read(5) == b"%PDF-"
-  assert drawn == {("online kNN top-1", "byol"): [0.25, 0.5],
+  assert drawn == {("online kNN top-1", "byol"): [0.25, 0.5, 0.6],
                    ("online kNN top-1", "moco_v2"): [0.2, 0.4],
                    ("training loss", "byol"): [1.0, 1.0], ("training loss", "moco_v2"): [1.0, 1.0]}

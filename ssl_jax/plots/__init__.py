@@ -47,6 +47,23 @@ def _runs_below(directory: str) -> dict[str, str]:
           and os.path.exists(os.path.join(entry.path, run_records.METRICS_FILE))}
 
 
+def _records_with_final_knn(run_dir: str) -> list[dict]:
+  """A run's metrics records, plus its end-of-run kNN (summary.json) as the online kNN of the
+  last step: training skips the online kNN there because the final evaluation measures the
+  same thing (the first k of eval.knn.ks, on the same examples)."""
+  records = run_records.read_jsonl(os.path.join(run_dir, run_records.METRICS_FILE))
+  summary_path = os.path.join(run_dir, run_records.SUMMARY_FILE)
+  if not os.path.exists(summary_path):
+    return records   # still training, or stopped before its evaluation
+  with open(summary_path) as f:
+    summary = json.load(f)
+  trained = summary.get("eval", {}).get("trained", {})
+  for metric in ("top1", "mean_auc"):
+    if f"knn_{metric}" in trained:
+      return records + [{"step": summary["steps"], f"online_knn_{metric}": trained[f"knn_{metric}"]}]
+  return records
+
+
 def write_plots(workdir: str) -> list[str]:
   """Draws every plot whose data the run in `workdir` recorded; returns the PNG paths. A
   directory of runs (a protocol's or a sweep's) gets one figure comparing them instead."""
@@ -55,9 +72,8 @@ def write_plots(workdir: str) -> list[str]:
   if not os.path.exists(metrics_path) and runs:
     out_dir = os.path.join(workdir, PLOTS_DIR)
     os.makedirs(out_dir, exist_ok=True)
-    return runs_comparison.plot(
-        {name: run_records.read_jsonl(os.path.join(path, run_records.METRICS_FILE))
-         for name, path in runs.items()}, out_dir)
+    return runs_comparison.plot({name: _records_with_final_knn(path)
+                                 for name, path in runs.items()}, out_dir)
   if not os.path.exists(metrics_path):
     raise FileNotFoundError(f"{metrics_path} does not exist: --workdir must be the workdir of a "
                             "training run, or a directory of runs (train first with the same "

@@ -20,9 +20,9 @@ import sys
 import time
 from typing import Sequence
 
+from ssl_jax.run_records import SUMMARY_FILE
 from ssl_jax.sweeps.definition import Run
 
-SUMMARY_FILE = "summary.json"     # written by ssl_jax.train at the end of a run
 STATUS_FILE = "sweep_status.json"
 LOG_FILE = "sweep_log.txt"
 EXIT_PREEMPTED = 143
