@@ -60,7 +60,8 @@ def _records_with_final_knn(run_dir: str) -> list[dict]:
   trained = summary.get("eval", {}).get("trained", {})
   for metric in ("top1", "mean_auc"):
     if f"knn_{metric}" in trained:
-      return records + [{"step": summary["steps"], f"online_knn_{metric}": trained[f"knn_{metric}"]}]
+      final = {"step": summary["steps"], f"online_knn_{metric}": trained[f"knn_{metric}"]}
+      return records + [final]
   return records
 
 
