@@ -356,6 +356,7 @@ def _train_and_evaluate_owned(experiment: Experiment, wall_start: float,
       "config_name": config.name,
       "objective": config.objective,
       "steps": experiment.total_steps,
+      "steps_per_epoch": experiment.steps_per_epoch,   # the comparison figure's epoch axis
       "final_loss": training["final_loss"],
       "images_per_second": training["images_per_second"],
       "wall_time_seconds": time.perf_counter() - wall_start,

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from engine_helpers import small_config
+import input_pipeline
 from ssl_jax import plots, run_records, train
 from ssl_jax.plots import runs_comparison, training_curves
 
@@ -75,6 +76,9 @@ def test_online_knn_is_recorded_beside_the_log_records_and_drawn(tmp_path):
   assert [record["step"] for record in records if "loss" in record] == [4, 8]
   # The summary's figures read the log records only.
   assert summary["final_loss"] == records[-1]["loss"]
+  # The comparison figure's epoch axis: whole batches of the training split per epoch.
+  assert summary["steps_per_epoch"] == (
+      input_pipeline.train_dataset_size(config) // config.batch_size)
   figure = plots.write_plots(str(tmp_path))[0]
   assert figure.endswith("training_curves.png")
 
@@ -92,12 +96,16 @@ def test_plot_command_on_a_directory_of_runs_draws_one_comparison(tmp_path, monk
   (tmp_path / "byol" / run_records.SUMMARY_FILE).write_text(json.dumps(
       {"steps": 300, "eval": {"trained": {"knn_top1_k20": 0.6, "knn_top1_k200": 0.55,
                                           "knn_top1": 0.6, "linear_top1": 0.7}}}))
-  drawn = {}
+  drawn, x_axis = {}, {}
   save = runs_comparison.save
 
   def keep_lines(figure, path):
+    drawn.clear()
     drawn.update({(axis.get_title(), line.get_label()): list(line.get_ydata())
                   for axis in figure.axes for line in axis.get_lines()})
+    x_axis.clear()
+    x_axis.update({(axis.get_xlabel(), line.get_label()): list(line.get_xdata())
+                   for axis in figure.axes[:1] for line in axis.get_lines()})
     return save(figure, path)
   monkeypatch.setattr(runs_comparison, "save", keep_lines)
   paths = plots.write_plots(str(tmp_path))
@@ -109,3 +117,15 @@ def test_plot_command_on_a_directory_of_runs_draws_one_comparison(tmp_path, monk
   assert drawn == {("online kNN top-1", "byol"): [0.25, 0.5, 0.6],
                    ("online kNN top-1", "moco_v2"): [0.2, 0.4],
                    ("training loss", "byol"): [1.0, 1.0], ("training loss", "moco_v2"): [1.0, 1.0]}
+  # moco_v2 has no summary (still training): the figure stays in steps.
+  assert x_axis == {("step", "byol"): [100, 200, 300], ("step", "moco_v2"): [100, 200]}
+
+  # Once every run says its steps per epoch, the x axis is the epoch, each run by its own.
+  for name, steps_per_epoch in (("byol", 100), ("moco_v2", 50)):
+    summary_path = tmp_path / name / run_records.SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {
+        "steps": 200, "eval": {}}
+    summary_path.write_text(json.dumps({**summary, "steps_per_epoch": steps_per_epoch}))
+  plots.write_plots(str(tmp_path))
+  assert x_axis == {("epoch", "byol"): [1.0, 2.0, 3.0], ("epoch", "moco_v2"): [2.0, 4.0]}
+  assert drawn[("online kNN top-1", "byol")] == [0.25, 0.5, 0.6]

@@ -47,22 +47,25 @@ def _runs_below(directory: str) -> dict[str, str]:
           and os.path.exists(os.path.join(entry.path, run_records.METRICS_FILE))}
 
 
-def _records_with_final_knn(run_dir: str) -> list[dict]:
+def _read_run(run_dir: str) -> runs_comparison.Run:
   """A run's metrics records, plus its end-of-run kNN (summary.json) as the online kNN of the
   last step: training skips the online kNN there because the final evaluation measures the
-  same thing (the first k of eval.knn.ks, on the same examples)."""
+  same thing (the first k of eval.knn.ks, on the same examples). Its steps per epoch come from
+  summary.json too (None while the run is still training, or for a run recorded before the
+  summary carried them)."""
   records = run_records.read_jsonl(os.path.join(run_dir, run_records.METRICS_FILE))
   summary_path = os.path.join(run_dir, run_records.SUMMARY_FILE)
   if not os.path.exists(summary_path):
-    return records   # still training, or stopped before its evaluation
+    return runs_comparison.Run(records, None)
   with open(summary_path) as f:
     summary = json.load(f)
   trained = summary.get("eval", {}).get("trained", {})
   for metric in ("top1", "mean_auc"):
     if f"knn_{metric}" in trained:
-      final = {"step": summary["steps"], f"online_knn_{metric}": trained[f"knn_{metric}"]}
-      return records + [final]
-  return records
+      records = records + [{"step": summary["steps"],
+                            f"online_knn_{metric}": trained[f"knn_{metric}"]}]
+      break
+  return runs_comparison.Run(records, summary.get("steps_per_epoch"))
 
 
 def write_plots(workdir: str) -> list[str]:
@@ -73,7 +76,7 @@ def write_plots(workdir: str) -> list[str]:
   if not os.path.exists(metrics_path) and runs:
     out_dir = os.path.join(workdir, PLOTS_DIR)
     os.makedirs(out_dir, exist_ok=True)
-    return runs_comparison.plot({name: _records_with_final_knn(path)
+    return runs_comparison.plot({name: _read_run(path)
                                  for name, path in runs.items()}, out_dir)
   if not os.path.exists(metrics_path):
     raise FileNotFoundError(f"{metrics_path} does not exist: --workdir must be the workdir of a "

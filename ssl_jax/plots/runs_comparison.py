@@ -1,9 +1,14 @@
-"""Several runs on one figure: online kNN and loss against step, one line per run (e.g. every
-objective of a results protocol, `--mode=plot --workdir=runs/cifar10_cpu`)."""
+"""Several runs on one figure: online kNN and loss against epoch, one line per run (e.g. every
+objective of a results protocol, `--mode=plot --workdir=runs/cifar10_cpu`).
+
+The x axis is the epoch when every run knows its steps per epoch (a finished run's summary.json
+says them), else the step: runs with different batch sizes or datasets are only comparable per
+epoch, and one figure never mixes the two axes."""
 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 from ssl_jax.plots._figure import legend_outside, plt, save, series
 
@@ -13,21 +18,28 @@ PANELS = (("online_knn_top1", "online kNN top-1", "top-1"),
           ("loss", "training loss", "loss (each objective's own)"))
 
 
-def plot(runs: dict[str, list[dict]], out_dir: str) -> list[str]:
-  """`runs` is {run name: its metrics records}; draws the panels some run recorded."""
+class Run(NamedTuple):
+  records: list[dict]             # its metrics records ({"step": n, ...})
+  steps_per_epoch: int | None     # None where the run does not say
+
+
+def plot(runs: dict[str, Run], out_dir: str) -> list[str]:
+  """`runs` is {run name: Run}; draws the panels some run recorded."""
   panels = [(key, title, ylabel) for key, title, ylabel in PANELS
-            if any(key in record for records in runs.values() for record in records)]
+            if any(key in record for run in runs.values() for record in run.records)]
   if not panels:
     return []
+  per_epoch = all(run.steps_per_epoch for run in runs.values())
   figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
   for axis, (key, title, ylabel) in zip(axes[0], panels):
-    for name, records in sorted(runs.items()):
-      steps, values = series(records, key)
+    for name, run in sorted(runs.items()):
+      steps, values = series(run.records, key)
       if steps:
-        axis.plot(steps, values, marker="o" if key.startswith("online") else None,
+        x = [step / run.steps_per_epoch for step in steps] if per_epoch else steps
+        axis.plot(x, values, marker="o" if key.startswith("online") else None,
                   markersize=3, label=name)
     axis.set_title(title)
-    axis.set_xlabel("step")
+    axis.set_xlabel("epoch" if per_epoch else "step")
     axis.set_ylabel(ylabel)
   legend_outside(axes[0][-1], title="run")
   return [save(figure, os.path.join(out_dir, "runs_comparison.png"))]
