@@ -105,7 +105,8 @@ def test_plot_command_on_a_directory_of_runs_draws_one_comparison(tmp_path, monk
                   for axis in figure.axes for line in axis.get_lines()})
     x_axis.clear()
     x_axis.update({(axis.get_xlabel(), line.get_label()): list(line.get_xdata())
-                   for axis in figure.axes[:1] for line in axis.get_lines()})
+                   for axis in figure.axes[:1] for line in axis.get_lines()
+                   if line.get_label() != "raw pixels"})
     return save(figure, path)
   monkeypatch.setattr(runs_comparison, "save", keep_lines)
   paths = plots.write_plots(str(tmp_path))
@@ -121,11 +122,16 @@ def test_plot_command_on_a_directory_of_runs_draws_one_comparison(tmp_path, monk
   assert x_axis == {("step", "byol"): [100, 200, 300], ("step", "moco_v2"): [100, 200]}
 
   # Once every run says its steps per epoch, the x axis is the epoch, each run by its own.
+  # Raw pixels' end-of-run kNN is drawn as a reference line on the kNN panel.
   for name, steps_per_epoch in (("byol", 100), ("moco_v2", 50)):
     summary_path = tmp_path / name / run_records.SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {
-        "steps": 200, "eval": {}}
+        "steps": 300, "eval": {"trained": {"knn_top1": 0.45}}}
+    summary["eval"]["pixels"] = {"knn_top1": 0.55, "linear_top1": 0.4}
     summary_path.write_text(json.dumps({**summary, "steps_per_epoch": steps_per_epoch}))
   plots.write_plots(str(tmp_path))
-  assert x_axis == {("epoch", "byol"): [1.0, 2.0, 3.0], ("epoch", "moco_v2"): [2.0, 4.0]}
-  assert drawn[("online kNN top-1", "byol")] == [0.25, 0.5, 0.6]
+  assert x_axis == {("epoch", "byol"): [1.0, 2.0, 3.0], ("epoch", "moco_v2"): [2.0, 4.0, 6.0]}
+  assert drawn == {("online kNN top-1", "byol"): [0.25, 0.5, 0.6],
+                   ("online kNN top-1", "moco_v2"): [0.2, 0.4, 0.45],
+                   ("online kNN top-1", "raw pixels"): [0.55, 0.55],
+                   ("training loss", "byol"): [1.0, 1.0], ("training loss", "moco_v2"): [1.0, 1.0]}

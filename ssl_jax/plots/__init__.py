@@ -50,22 +50,24 @@ def _runs_below(directory: str) -> dict[str, str]:
 def _read_run(run_dir: str) -> runs_comparison.Run:
   """A run's metrics records, plus its end-of-run kNN (summary.json) as the online kNN of the
   last step: training skips the online kNN there because the final evaluation measures the
-  same thing (the first k of eval.knn.ks, on the same examples). Its steps per epoch come from
-  summary.json too (None while the run is still training, or for a run recorded before the
-  summary carried them)."""
+  same thing (the first k of eval.knn.ks, on the same examples). Its raw pixels' kNN and its
+  steps per epoch come from summary.json too (none while the run is still training; no steps
+  per epoch in a summary written before it carried them)."""
   records = run_records.read_jsonl(os.path.join(run_dir, run_records.METRICS_FILE))
   summary_path = os.path.join(run_dir, run_records.SUMMARY_FILE)
   if not os.path.exists(summary_path):
-    return runs_comparison.Run(records, None)
+    return runs_comparison.Run(records, None, {})
   with open(summary_path) as f:
     summary = json.load(f)
-  trained = summary.get("eval", {}).get("trained", {})
+  evaluation = summary.get("eval", {})
+  trained, pixels = evaluation.get("trained", {}), evaluation.get("pixels", {})
   for metric in ("top1", "mean_auc"):
     if f"knn_{metric}" in trained:
-      records = records + [{"step": summary["steps"],
-                            f"online_knn_{metric}": trained[f"knn_{metric}"]}]
-      break
-  return runs_comparison.Run(records, summary.get("steps_per_epoch"))
+      key = f"online_knn_{metric}"
+      records = records + [{"step": summary["steps"], key: trained[f"knn_{metric}"]}]
+      baselines = {key: pixels[f"knn_{metric}"]} if f"knn_{metric}" in pixels else {}
+      return runs_comparison.Run(records, summary.get("steps_per_epoch"), baselines)
+  return runs_comparison.Run(records, summary.get("steps_per_epoch"), {})
 
 
 def write_plots(workdir: str) -> list[str]:

@@ -1,5 +1,6 @@
 """Several runs on one figure: online kNN and loss against epoch, one line per run (e.g. every
-objective of a results protocol, `--mode=plot --workdir=runs/cifar10_cpu`).
+objective of a results protocol, `--mode=plot --workdir=runs/cifar10_cpu`), and the raw pixels'
+kNN as a dashed line: the trivial baseline a trained encoder must beat.
 
 The x axis is the epoch when every run knows its steps per epoch (a finished run's summary.json
 says them), else the step: runs with different batch sizes or datasets are only comparable per
@@ -21,6 +22,8 @@ PANELS = (("online_knn_top1", "online kNN top-1", "top-1"),
 class Run(NamedTuple):
   records: list[dict]             # its metrics records ({"step": n, ...})
   steps_per_epoch: int | None     # None where the run does not say
+  # End-of-run baselines by record key, e.g. {"online_knn_top1": raw pixels' kNN top-1}.
+  pixels: dict[str, float]
 
 
 def plot(runs: dict[str, Run], out_dir: str) -> list[str]:
@@ -38,6 +41,13 @@ def plot(runs: dict[str, Run], out_dir: str) -> list[str]:
         x = [step / run.steps_per_epoch for step in steps] if per_epoch else steps
         axis.plot(x, values, marker="o" if key.startswith("online") else None,
                   markersize=3, label=name)
+    # One line per distinct value: runs on one dataset share it.
+    pixel_lines = [axis.axhline(value, color="grey", linestyle="--", linewidth=1,
+                                label="raw pixels")
+                   for value in sorted({run.pixels[key] for run in runs.values()
+                                        if key in run.pixels})]
+    if pixel_lines:
+      axis.legend(handles=pixel_lines[:1], fontsize="x-small", loc="best")
     axis.set_title(title)
     axis.set_xlabel("epoch" if per_epoch else "step")
     axis.set_ylabel(ylabel)
