@@ -6,7 +6,7 @@ import os
 import pytest
 
 from engine_helpers import small_config
-import input_pipeline
+from input_pipeline import pipeline
 from ssl_jax import plots, run_records, train
 from ssl_jax.plots import runs_comparison, training_curves
 
@@ -78,7 +78,7 @@ def test_online_knn_is_recorded_beside_the_log_records_and_drawn(tmp_path):
   assert summary["final_loss"] == records[-1]["loss"]
   # The comparison figure's epoch axis: whole batches of the training split per epoch.
   assert summary["steps_per_epoch"] == (
-      input_pipeline.train_dataset_size(config) // config.batch_size)
+      pipeline.train_dataset_size(config) // config.batch_size)
   figure = plots.write_plots(str(tmp_path))[0]
   assert figure.endswith("training_curves.png")
 

@@ -65,8 +65,8 @@ def _read_run(run_dir: str) -> runs_comparison.Run:
     if f"knn_{metric}" in trained:
       key = f"online_knn_{metric}"
       records = records + [{"step": summary["steps"], key: trained[f"knn_{metric}"]}]
-      baselines = {key: pixels[f"knn_{metric}"]} if f"knn_{metric}" in pixels else {}
-      return runs_comparison.Run(records, summary.get("steps_per_epoch"), baselines)
+      pixels_knn = {key: pixels[f"knn_{metric}"]} if f"knn_{metric}" in pixels else {}
+      return runs_comparison.Run(records, summary.get("steps_per_epoch"), pixels_knn)
   return runs_comparison.Run(records, summary.get("steps_per_epoch"), {})
 
 
