@@ -61,13 +61,15 @@ def _read_run(run_dir: str) -> runs_comparison.Run:
     summary = json.load(f)
   evaluation = summary.get("eval", {})
   trained, pixels = evaluation.get("trained", {}), evaluation.get("pixels", {})
+  pixels_knn = {}
   for metric in ("top1", "mean_auc"):
     if f"knn_{metric}" in trained:
       key = f"online_knn_{metric}"
       records = records + [{"step": summary["steps"], key: trained[f"knn_{metric}"]}]
-      pixels_knn = {key: pixels[f"knn_{metric}"]} if f"knn_{metric}" in pixels else {}
-      return runs_comparison.Run(records, summary.get("steps_per_epoch"), pixels_knn)
-  return runs_comparison.Run(records, summary.get("steps_per_epoch"), {})
+      if f"knn_{metric}" in pixels:
+        pixels_knn = {key: pixels[f"knn_{metric}"]}
+      break
+  return runs_comparison.Run(records, summary.get("steps_per_epoch"), pixels_knn)
 
 
 def write_plots(workdir: str) -> list[str]:
