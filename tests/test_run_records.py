@@ -84,12 +84,13 @@ def test_online_knn_is_recorded_beside_the_log_records_and_drawn(tmp_path):
 
 
 def test_plot_command_on_a_directory_of_runs_draws_one_comparison(tmp_path, monkeypatch):
-  for name, knn in (("moco_v2", 0.4), ("byol", 0.5)):
+  # Losses of very different scales (and one rising): each is drawn scaled to its own range.
+  for name, knn, losses in (("moco_v2", 0.4, (2.0, 1.0)), ("byol", 0.5, (1000.0, 1500.0))):
     history = run_records.JsonlHistory(str(tmp_path / name / run_records.METRICS_FILE),
                                        enabled=True)
     os.makedirs(tmp_path / name)
-    for step in (100, 200):
-      history.append(step, {"loss": 1.0, run_records.TIMED_SECONDS: 1.0})
+    for step, loss in zip((100, 200), losses):
+      history.append(step, {"loss": loss, run_records.TIMED_SECONDS: 1.0})
       history.append(step, {"online_knn_top1": knn * step / 200})
   (tmp_path / "notes").mkdir()   # not a run: ignored
   # A finished run: its end-of-run kNN (the first k) closes its online kNN curve.
@@ -117,7 +118,8 @@ def test_plot_command_on_a_directory_of_runs_draws_one_comparison(tmp_path, monk
     assert f.read(5) == b"%PDF-"
   assert drawn == {("online kNN top-1", "byol"): [0.25, 0.5, 0.6],
                    ("online kNN top-1", "moco_v2"): [0.2, 0.4],
-                   ("training loss", "byol"): [1.0, 1.0], ("training loss", "moco_v2"): [1.0, 1.0]}
+                   ("training loss, scaled per run", "byol"): [0.0, 1.0],
+                   ("training loss, scaled per run", "moco_v2"): [1.0, 0.0]}
   # moco_v2 has no summary (still training): the figure stays in steps.
   assert x_axis == {("step", "byol"): [100, 200, 300], ("step", "moco_v2"): [100, 200]}
 
@@ -134,4 +136,11 @@ def test_plot_command_on_a_directory_of_runs_draws_one_comparison(tmp_path, monk
   assert drawn == {("online kNN top-1", "byol"): [0.25, 0.5, 0.6],
                    ("online kNN top-1", "moco_v2"): [0.2, 0.4, 0.45],
                    ("online kNN top-1", "raw pixels"): [0.55, 0.55],
-                   ("training loss", "byol"): [1.0, 1.0], ("training loss", "moco_v2"): [1.0, 1.0]}
+                   ("training loss, scaled per run", "byol"): [0.0, 1.0],
+                   ("training loss, scaled per run", "moco_v2"): [1.0, 0.0]}
+
+
+def test_loss_scaled_to_its_own_range():
+  assert runs_comparison.scaled_to_range([6.0, 7.5, 9.0]) == [0.0, 0.5, 1.0]
+  assert runs_comparison.scaled_to_range([-0.2, -0.9, -0.2]) == [1.0, 0.0, 1.0]
+  assert runs_comparison.scaled_to_range([3.0, 3.0]) == [0.0, 0.0]   # constant: no division by 0

@@ -1,6 +1,9 @@
 """Several runs on one figure: online kNN and loss against epoch, one line per run (e.g. every
 objective of a results protocol, `--mode=plot --workdir=runs/cifar10_cpu`), and the raw pixels'
-kNN as a dashed line: the trivial baseline a trained encoder must beat.
+kNN as a dashed line: the trivial baseline a trained encoder must beat. Each run's loss is
+drawn scaled to its own range (0 its lowest, 1 its highest): objectives' losses differ by orders
+of magnitude (Barlow Twins' ~1,000 against BYOL's < 2), and on one shared axis all but the
+largest would be flat lines; scaled, a collapse or a rising contrastive loss shows as a shape.
 
 The x axis is the epoch when every run knows its steps per epoch (a finished run's summary.json
 says them), else the step: runs with different batch sizes or datasets are only comparable per
@@ -16,7 +19,7 @@ from ssl_jax.plots._figure import legend_outside, plt, save, series
 # (record key, panel title, y label).
 PANELS = (("online_knn_top1", "online kNN top-1", "top-1"),
           ("online_knn_mean_auc", "online kNN mean AUC", "mean AUC"),
-          ("loss", "training loss", "loss (each objective's own)"))
+          ("loss", "training loss, scaled per run", "(loss - min) / (max - min)"))
 
 
 class Run(NamedTuple):
@@ -24,6 +27,13 @@ class Run(NamedTuple):
   steps_per_epoch: int | None     # None where the run does not say
   # End-of-run baselines by record key, e.g. {"online_knn_top1": raw pixels' kNN top-1}.
   pixels: dict[str, float]
+
+
+def scaled_to_range(values: list[float]) -> list[float]:
+  """`values` mapped linearly onto [0, 1] by their own min and max (all 0 when constant)."""
+  low, high = min(values, default=0.0), max(values, default=0.0)
+  span = high - low
+  return [(value - low) / span if span > 0 else 0.0 for value in values]
 
 
 def plot(runs: dict[str, Run], out_dir: str) -> list[str]:
@@ -37,6 +47,8 @@ def plot(runs: dict[str, Run], out_dir: str) -> list[str]:
   for axis, (key, title, ylabel) in zip(axes[0], panels):
     for name, run in sorted(runs.items()):
       steps, values = series(run.records, key)
+      if key == "loss":
+        values = scaled_to_range(values)
       if steps:
         x = [step / run.steps_per_epoch for step in steps] if per_epoch else steps
         axis.plot(x, values, marker="o" if key.startswith("online") else None,
