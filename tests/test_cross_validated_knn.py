@@ -1,0 +1,59 @@
+"""kNN inside the training split (ssl_jax/evaluation/cross_validated_knn.py), against a
+brute-force NumPy computation of the same folds, and its command on a finished run."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ssl_jax.evaluation import cross_validated_knn
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _brute_force(features, labels, folds, seed, k, temperature, num_classes):
+  """Each example's weighted cosine kNN among the examples outside its fold, one at a time."""
+  order = np.random.default_rng(seed).permutation(len(labels))
+  fold_of = np.empty(len(labels), int)
+  for index, part in enumerate(np.array_split(order, folds)):
+    fold_of[part] = index
+  unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+  right = 0
+  for i in range(len(labels)):
+    others = np.flatnonzero(fold_of != fold_of[i])
+    similarity = unit[others] @ unit[i]
+    nearest = others[np.argsort(-similarity)[:k]]
+    votes = np.zeros(num_classes)
+    np.add.at(votes, labels[nearest], np.exp(unit[nearest] @ unit[i] / temperature))
+    right += int(votes.argmax() == labels[i])
+  return right / len(labels)
+
+
+def test_matches_a_brute_force_computation_of_the_same_folds():
+  rng = np.random.default_rng(3)
+  labels = rng.integers(0, 4, size=90)
+  # Classes with overlapping clusters, so that the score is neither 0 nor 1.
+  features = rng.normal(size=(90, 6)) + 1.2 * np.eye(6)[labels]
+  for folds, k in ((5, 7), (3, 1)):
+    expected = _brute_force(features, labels, folds, 0, k, 0.07, 4)
+    assert 0.3 < expected < 1.0
+    assert cross_validated_knn.cross_validated_knn_top1(
+        features, labels, folds=folds, seed=0, k=k, temperature=0.07,
+        num_classes=4) == pytest.approx(expected)
+
+
+def test_bad_fold_counts_are_named():
+  with pytest.raises(ValueError, match="folds=1 must be between 2 and the number of examples"):
+    cross_validated_knn.cross_validated_knn_top1(np.ones((4, 2)), np.zeros(4), folds=1, seed=0,
+                                                 k=1, temperature=0.1, num_classes=2)
+
+
+def test_command_names_a_directory_that_is_not_a_run(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "ssl_jax.evaluation.cross_validated_knn",
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+  assert result.returncode == 2
+  assert f"not a finished run (a config.json and an exported encoder/): {tmp_path}" in \
+      result.stderr
