@@ -57,3 +57,38 @@ def test_command_names_a_directory_that_is_not_a_run(tmp_path):
   assert result.returncode == 2
   assert f"not a finished run (a config.json and an exported encoder/): {tmp_path}" in \
       result.stderr
+
+
+def test_scores_a_run_directory_and_raw_pixels_on_its_training_split(tmp_path):
+  """The command's path: the run's config.json and exported encoder, features of the training
+  split, and raw pixels, each against the brute force on features computed here."""
+  from configs import common, moco_v2
+  from input_pipeline import sources
+  from ssl_jax import export, workdir_config
+  from ssl_jax.evaluation import baselines
+
+  config = moco_v2.get_config("digits,tiny")
+  run = tmp_path / "digits_run"
+  run.mkdir()
+  workdir_config.record(config, str(run))
+  template = export.Encoder(config.model, None, config.data.image_size, common.DIGITS_MEAN,
+                            common.DIGITS_STD, {})
+  encoder = baselines.random_init_encoder(template, seed=1)
+  export.export_encoder(str(run / "encoder"), model_config=config.model,
+                        variables=encoder.variables, image_size=config.data.image_size,
+                        mean=common.DIGITS_MEAN, std=common.DIGITS_STD, metadata={})
+
+  scores = dict(cross_validated_knn._score_runs([str(run)]))
+
+  source = sources.make_source(config.data, "train")
+  examples = [source[i] for i in range(len(source))]
+  images = np.stack([example["image"] for example in examples])
+  labels = np.asarray([example["label"] for example in examples])
+  assert len(labels) == 1347   # the whole training split, never the 450 test images
+  pixels = images.reshape(len(images), -1).astype(np.float64) / 255.0
+  expected_pixels = _brute_force(pixels - pixels.mean(0), labels, 5, config.seed, 20, 0.07, 10)
+  features = np.asarray(encoder.pooled(images), np.float64)
+  expected_encoder = _brute_force(features, labels, 5, config.seed, 20, 0.07, 10)
+  assert scores == pytest.approx({"raw pixels": expected_pixels, "digits_run": expected_encoder},
+                                 abs=1.5 / len(labels))
+  assert scores["raw pixels"] > 0.9
