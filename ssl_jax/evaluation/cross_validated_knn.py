@@ -21,6 +21,10 @@ import sys
 import ml_collections
 import numpy as np
 
+import ssl_jax
+from ssl_jax import sharding
+from ssl_jax.evaluation import baselines
+from ssl_jax.evaluation import data as data_lib
 from ssl_jax.evaluation import knn as knn_lib
 
 
@@ -42,11 +46,8 @@ def cross_validated_knn_top1(features: np.ndarray, labels: np.ndarray, *, folds:
 
 
 def _score_runs(run_dirs: list[str], folds: int = 5) -> list[tuple[str, float]]:
-  """[(name, score)] for raw pixels (of the first run's data) and each run's encoder."""
-  import ssl_jax  # pylint: disable=g-import-not-at-top  (JAX only for the command)
-  from ssl_jax import sharding  # pylint: disable=g-import-not-at-top
-  from ssl_jax.evaluation import baselines, data as data_lib  # pylint: disable=g-import-not-at-top
-
+  """[(name, score)] for raw pixels (of the first run's data) and each run's encoder, on the
+  training split as the run's evaluation reads it (its `eval.max_examples` cap included)."""
   scores = []
   for index, run_dir in enumerate(run_dirs):
     with open(os.path.join(run_dir, "config.json")) as f:
