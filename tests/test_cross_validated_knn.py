@@ -92,3 +92,16 @@ def test_scores_a_run_directory_and_raw_pixels_on_its_training_split(tmp_path):
   assert scores == pytest.approx({"raw pixels": expected_pixels, "digits_run": expected_encoder},
                                  abs=1.5 / len(labels))
   assert scores["raw pixels"] > 0.9
+
+
+def test_multi_label_runs_are_refused_by_name(tmp_path):
+  from configs import moco_v2
+  from ssl_jax import workdir_config
+  config = moco_v2.get_config("digits,tiny")
+  config.data.label_type = "multi_label"
+  run = tmp_path / "chest_run"
+  (run / "encoder").mkdir(parents=True)
+  workdir_config.record(config, str(run))
+  assert cross_validated_knn.main([str(run)]) == 2
+  with pytest.raises(ValueError, match="multi-label data; the cross-validated kNN scores top-1"):
+    cross_validated_knn._score_runs([str(run)])

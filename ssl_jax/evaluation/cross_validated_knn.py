@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 import ssl_jax
-from ssl_jax import sharding
+from ssl_jax import sharding, train, workdir_config
 from ssl_jax.evaluation import baselines
 from ssl_jax.evaluation import data as data_lib
 from ssl_jax.evaluation import knn as knn_lib
@@ -50,11 +50,14 @@ def _score_runs(run_dirs: list[str], folds: int = 5) -> list[tuple[str, float]]:
   training split as the run's evaluation reads it (its `eval.max_examples` cap included)."""
   scores = []
   for index, run_dir in enumerate(run_dirs):
-    with open(os.path.join(run_dir, "config.json")) as f:
+    with open(os.path.join(run_dir, workdir_config.CONFIG_FILE)) as f:
       config = ml_collections.ConfigDict(json.load(f))
     data = data_lib.EvalData(config, sharding.make_mesh(config.mesh))
+    if data.multi_label:
+      raise ValueError(f"{run_dir}: {config.data.name} is multi-label data; the cross-validated "
+                       "kNN scores top-1 of single-label data only")
     encoders = {os.path.basename(os.path.normpath(run_dir)):
-                ssl_jax.load_encoder(os.path.join(run_dir, "encoder"))}
+                ssl_jax.load_encoder(os.path.join(run_dir, train.ENCODER_DIR))}
     if index == 0:
       encoders = {"raw pixels": baselines.PixelEncoder.fit(data), **encoders}
     for name, encoder in encoders.items():
@@ -72,13 +75,18 @@ def main(argv: list[str]) -> int:
           file=sys.stderr)
     return 2
   not_runs = [run_dir for run_dir in argv
-              if not os.path.isfile(os.path.join(run_dir, "config.json"))
-              or not os.path.isdir(os.path.join(run_dir, "encoder"))]
+              if not os.path.isfile(os.path.join(run_dir, workdir_config.CONFIG_FILE))
+              or not os.path.isdir(os.path.join(run_dir, train.ENCODER_DIR))]
   if not_runs:
-    print(f"error: not a finished run (a config.json and an exported encoder/): "
-          f"{', '.join(not_runs)}", file=sys.stderr)
+    print(f"error: not a finished run (a {workdir_config.CONFIG_FILE} and an exported "
+          f"{train.ENCODER_DIR}/): {', '.join(not_runs)}", file=sys.stderr)
     return 2
-  for name, score in _score_runs(argv):
+  try:
+    scores = _score_runs(argv)
+  except ValueError as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  for name, score in scores:
     print(f"{name:30s} {score:.4f}")
   return 0
 
