@@ -10,6 +10,10 @@ import zipfile
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One worker for the module, so one build: `pip wheel` builds in the clone's own build/
+# directory, where two xdist workers building at once can collide (a full run's build failed
+# once with this module split over both workers).
+pytestmark = pytest.mark.xdist_group("wheel_build")
 
 
 @pytest.fixture(scope="module")
