@@ -32,9 +32,12 @@ from input_pipeline import medmnist_source
 # Sources a config can name (data.source); 'arrays' is passed in by the caller.
 FILE_SOURCES = ("folder", "csv", "medmnist") + medical.MEDICAL_SOURCES
 SOURCES = ("digits", "tfds", "arrays", "synthetic", "array_record") + FILE_SOURCES
-DIGITS_SPLITS = ("train", "test")
+# 'val' is held out of 'train' for choosing settings without the test split: pretrain and fit
+# probes on 'train_minus_val', score on 'val' (docs/results.md, the default job).
+DIGITS_SPLITS = ("train", "test", "train_minus_val", "val")
 SYNTHETIC_SPLITS = ("train", "test")
 DIGITS_NUM_TEST = 450
+DIGITS_NUM_VAL = 347   # leaves 1,000 of the 1,347 training images
 # Fixed (not config.seed) so that every run, whatever its seed, evaluates on the same examples.
 _DIGITS_SPLIT_SEED = 0
 _SYNTHETIC_SPLIT_OFFSETS = {"train": 0, "test": 1}
@@ -113,8 +116,11 @@ def _digits_split_indices() -> dict[str, np.ndarray]:
   train, test = model_selection.train_test_split(
       np.arange(len(labels)), test_size=DIGITS_NUM_TEST, stratify=labels,
       random_state=_DIGITS_SPLIT_SEED)
+  train_minus_val, val = model_selection.train_test_split(
+      train, test_size=DIGITS_NUM_VAL, stratify=labels[train], random_state=_DIGITS_SPLIT_SEED)
   # Sorted so that the fixed evaluation order does not depend on sklearn's shuffling.
-  return {"train": np.sort(train), "test": np.sort(test)}
+  return {"train": np.sort(train), "test": np.sort(test),
+          "train_minus_val": np.sort(train_minus_val), "val": np.sort(val)}
 
 
 def digits_source(split: str, image_size: int) -> ArraySource:

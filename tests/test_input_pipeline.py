@@ -78,6 +78,32 @@ def test_digits_splits_sizes_disjoint_balanced_and_uint8():
   np.testing.assert_array_equal(sources.make_source(other, "test")[17]["image"], test_images[17])
 
 
+def test_digits_validation_splits_partition_the_training_split():
+  data_config = make_config("digits").data
+  data_config.image_size = 8
+
+  def images_and_labels(split):
+    source = sources.make_source(data_config, split)
+    return ([source[i]["image"].tobytes() for i in range(len(source))],
+            np.array([source[i]["label"] for i in range(len(source))]))
+
+  train, train_labels = images_and_labels("train")
+  fit, fit_labels = images_and_labels("train_minus_val")
+  val, val_labels = images_and_labels("val")
+  assert (len(fit), len(val)) == (1000, 347)
+  # Every training image is in exactly one of the two; none of the test images is in either.
+  assert sorted(fit + val) == sorted(train)
+  assert not set(fit) & set(val)
+  assert not set(val) & set(images_and_labels("test")[0])
+  # Stratified: each class keeps its share of the training split (within one image).
+  expected_val = np.bincount(train_labels, minlength=10) * 347 / 1347
+  assert np.all(np.abs(np.bincount(val_labels, minlength=10) - expected_val) <= 1), val_labels
+  assert np.array_equal(np.bincount(fit_labels, minlength=10) + np.bincount(val_labels, minlength=10),
+                        np.bincount(train_labels, minlength=10))
+  with pytest.raises(ValueError, match="unknown digits split 'valid'.*'train_minus_val', 'val'"):
+    sources.make_source(data_config, "valid")
+
+
 def test_unknown_source_and_split_errors_list_allowed_values():
   data_config = make_config("digits").data
   with pytest.raises(ValueError, match=r"'validation'.*\['train', 'test'\]"):
