@@ -12,7 +12,7 @@ protocol = importlib.import_module("configs.protocols.cifar10")
 
 
 @pytest.mark.parametrize("objective", protocol.OBJECTIVES)
-@pytest.mark.parametrize("budget", ["", ",accelerator"])
+@pytest.mark.parametrize("budget", ["", ",cpu_short", ",accelerator"])
 def test_protocol_builds_and_validates_for_every_objective(objective, budget):
   config = protocol.get_config(objective + budget)
   config_validation.validate_config(config, num_devices=8, process_count=1)
@@ -26,10 +26,11 @@ def test_protocol_builds_and_validates_for_every_objective(objective, budget):
   assert config.augment.blur_prob == (0.0, 0.0)
   assert tuple(config.eval.knn.ks) == (20, 200)
   assert "pixels" in config.eval.baselines
-  if budget:
+  if budget == ",accelerator":
     assert (config.model.width, config.batch_size, config.num_epochs) == (64, 512, 200)
   else:
-    assert (config.model.width, config.batch_size, config.num_steps) == (16, 256, 600)
+    expected_steps = 600 if budget == ",cpu_short" else 3000
+    assert (config.model.width, config.batch_size, config.num_steps) == (16, 256, expected_steps)
   if objective == "moco_v2":
     assert config.objective_config.queue_size == 4096 * config.batch_size // 256
     assert (config.objective_config.temperature, config.ema.tau_base) == (0.1, 0.99)
@@ -43,8 +44,8 @@ def test_protocol_lists_every_objective_config():
 
 @pytest.mark.parametrize("arg, expected", [
     ("", "needs an objective"),
-    ("mocov2", "allowed: \\['barlow_twins'"),
-    ("moco_v2,gpu", "allowed: \\['cpu', 'accelerator'\\]"),
+    ("mocov2", "allowed: \\['barlow_twins'.*budget: \\['cpu', 'cpu_short', 'accelerator'\\]"),
+    ("moco_v2,gpu", "allowed: \\['cpu', 'cpu_short', 'accelerator'\\]"),
 ])
 def test_bad_protocol_args_name_what_is_allowed(arg, expected):
   with pytest.raises(ValueError, match=expected):

@@ -12,15 +12,17 @@ the random-init encoder (with and without data BN). SimSiam keeps lightly's unsc
 MoCo v2 takes lightly's temperature 0.1 and EMA 0.99, with a 4,096-key queue at batch 256
 (8,192 at 512). Everything else is the objective config's own CIFAR-10 setting.
 
-- cpu (default): width 16 (a quarter of ResNet-18's channels), batch 256, 600 steps (about three
-  epochs): MoCo v2 trained in 15 minutes on 2 otherwise idle CPU cores (about 1.5 s a step), the
-  supervised row in 59 minutes on cores shared with the test suite. An online kNN every 200
-  steps; the end evaluation takes about 6 minutes once the baselines are memoised. The linear
-  probe's L2 strength is chosen from one value per decade (12 from 1e-6 to 1e5) rather than the
-  transfer study's 45. The raw-pixel probe (50,000 x 3,072 features) is the costly one: an
-  L-BFGS iteration took 0.38 s on 2 idle cores, so 12 strengths of up to 300 iterations and the
-  refit take about 25 minutes alone, against about 90 with 45 (on a machine shared with other
-  work it took well over an hour).
+- cpu (default): width 16 (a quarter of ResNet-18's channels), batch 256, 3,000 steps (15.4
+  epochs): on 2 otherwise idle CPU cores a step takes 0.6 s (MoCo v2) to 1.1 s (BYOL), so every
+  objective trains within the hour. An online kNN every 1,000 steps; the end evaluation takes
+  about 6 minutes once the baselines are memoised.
+- cpu_short: the same at 600 steps (about three epochs, the first table of docs/results.md),
+  with an online kNN every 200 steps.
+- Both CPU budgets' linear probe chooses its L2 strength from one value per decade (12 from 1e-6
+  to 1e5) rather than the transfer study's 45. The raw-pixel probe (50,000 x 3,072 features) is
+  the costly one: an L-BFGS iteration took 0.38 s on 2 idle cores, so 12 strengths of up to 300
+  iterations and the refit take about 25 minutes alone, against about 90 with 45 (on a machine
+  shared with other work it took well over an hour).
 - Every run of a table probes the same raw pixels and random-init encoders: pass one
   --config.eval.linear.memo_dir to all of them and those probes are solved once
   (ssl_jax/evaluation/probe_memo.py).
@@ -48,8 +50,10 @@ OBJECTIVES = tuple(sorted(os.path.basename(path)[:-3]
                           for path in glob.glob(os.path.join(_CONFIGS, "*.py"))
                           if not os.path.basename(path).startswith(("common", "__"))))
 BUDGETS = {
-    "cpu": dict(width=16, batch_size=256, num_steps=600, num_epochs=-1, knn_every_steps=200,
+    "cpu": dict(width=16, batch_size=256, num_steps=3000, num_epochs=-1, knn_every_steps=1000,
                 l2_num=12),
+    "cpu_short": dict(width=16, batch_size=256, num_steps=600, num_epochs=-1, knn_every_steps=200,
+                      l2_num=12),
     "accelerator": dict(width=64, batch_size=512, num_steps=-1, num_epochs=200,
                         knn_every_steps=0, l2_num=45),
 }
@@ -59,7 +63,7 @@ def _parse(arg: str | None) -> tuple[str, str]:
   parts = [part.strip() for part in (arg or "").split(",") if part.strip()]
   if not parts or parts[0] not in OBJECTIVES:
     raise ValueError(f"configs/protocols/cifar10.py needs an objective, got {arg!r}; allowed: "
-                     f"{list(OBJECTIVES)}, optionally followed by ',accelerator'.")
+                     f"{list(OBJECTIVES)}, optionally followed by a budget: {list(BUDGETS)}.")
   budget = parts[1] if len(parts) > 1 else "cpu"
   if len(parts) > 2 or budget not in BUDGETS:
     raise ValueError(f"unknown CIFAR-10 protocol budget in {arg!r}; allowed: {list(BUDGETS)}.")
