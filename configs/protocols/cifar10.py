@@ -49,11 +49,11 @@ _CONFIGS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBJECTIVES = tuple(sorted(os.path.basename(path)[:-3]
                           for path in glob.glob(os.path.join(_CONFIGS, "*.py"))
                           if not os.path.basename(path).startswith(("common", "__"))))
+_CPU = dict(width=16, batch_size=256, num_steps=3000, num_epochs=-1, knn_every_steps=1000,
+            l2_num=12)
 BUDGETS = {
-    "cpu": dict(width=16, batch_size=256, num_steps=3000, num_epochs=-1, knn_every_steps=1000,
-                l2_num=12),
-    "cpu_short": dict(width=16, batch_size=256, num_steps=600, num_epochs=-1, knn_every_steps=200,
-                      l2_num=12),
+    "cpu": _CPU,
+    "cpu_short": dict(_CPU, num_steps=600, knn_every_steps=200),
     "accelerator": dict(width=64, batch_size=512, num_steps=-1, num_epochs=200,
                         knn_every_steps=0, l2_num=45),
 }
