@@ -1,7 +1,8 @@
 r"""CIFAR-10 results protocols (docs/results.md): one objective's run, from the JPEG folders.
 
-`--config=configs/protocols/cifar10.py:<objective>[,accelerator]`, with `--config.data.root`
-at a CIFAR-10 copy laid out as <root>/{train,test}/<class>/*.jpg (the cifar10_folder preset).
+`--config=configs/protocols/cifar10.py:<objective>[,<budget>]` (budgets: cpu, cpu_short,
+accelerator; below), with `--config.data.root` at a CIFAR-10 copy laid out as
+<root>/{train,test}/<class>/*.jpg (the cifar10_folder preset).
 
 Both protocols follow lightly's CIFAR-10 benchmark recipe where it is a choice of recipe rather
 than of objective: ResNet-18 with the CIFAR stem and torch's default conv init (what lightly's
