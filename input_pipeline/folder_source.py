@@ -55,7 +55,7 @@ def _split_dir(root: str, split: str) -> str:
   return directory
 
 
-def _images_under(directory: str) -> list[str]:
+def images_under(directory: str) -> list[str]:
   """Image files below `directory`, as paths relative to it, in a fixed (sorted) order.
 
   Links to directories are followed, each real directory once: a link back up the tree (a
@@ -120,7 +120,7 @@ def _listing(root: str, split: str, classes: tuple[str, ...]
   split_dir = _split_dir(root, split)
   paths, labels = [], []
   for label, name in enumerate(classes):
-    images = _images_under(os.path.join(split_dir, name))
+    images = images_under(os.path.join(split_dir, name))
     if not images:
       raise ValueError(f"class folder {os.path.join(split_dir, name)} holds no image files "
                        f"(extensions {list(image_files.IMAGE_EXTENSIONS)})")
