@@ -51,8 +51,8 @@ def write_split(root: str, output: str, split: str, per_class: int, seed: str) -
   if not os.path.isdir(os.path.join(root, split)):
     raise ValueError(f"no folder {os.path.join(root, split)}: --root must hold the split "
                      f"{split!r} as {split}/<class>/<images>")
-  if os.path.exists(output) and os.listdir(output):
-    raise ValueError(f"{output} exists and is not empty; give a new --output folder")
+  if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+    raise ValueError(f"{output} exists and is not an empty folder; give a new --output folder")
   source_dir = os.path.abspath(os.path.join(root, split))
   counts = {HELD_OUT_SPLIT: 0, REST_SPLIT: 0}
   for name, (held_out, rest) in held_out_files(root, split, per_class, seed).items():

@@ -82,7 +82,7 @@ def test_the_folder_preset_reads_the_result_with_the_same_labels(dataset, tmp_pa
 @pytest.mark.parametrize("per_class, existing_output, expected", [
     (6, False, r"class 'cat' of .*/train has 6 images; holding out 6 would leave none"),
     (0, False, r"--per_class must be at least 1, got 0"),
-    (2, True, r"exists and is not empty; give a new --output folder"),
+    (2, True, r"exists and is not an empty folder; give a new --output folder"),
 ])
 def test_bad_input_is_named_and_writes_nothing(dataset, tmp_path, per_class, existing_output,
                                                expected):
