@@ -31,12 +31,12 @@ REST_SPLIT = "train"
 def held_out_files(root: str, split: str, per_class: int, seed: str
                    ) -> dict[str, tuple[list[str], list[str]]]:
   """{class: (held-out files, the rest)}, paths relative to ROOT/split/<class>."""
-  classes = folder_source.class_names(root, split)
+  split_dir = os.path.join(root, split)
   chosen = {}
-  for name in classes:
-    files = folder_source.images_under(os.path.join(root, split, name))
+  for name in folder_source.class_names(root, split):
+    files = folder_source.images_under(os.path.join(split_dir, name))
     if len(files) <= per_class:
-      raise ValueError(f"class {name!r} of {os.path.join(root, split)} has {len(files)} images; "
+      raise ValueError(f"class {name!r} of {split_dir} has {len(files)} images; "
                        f"holding out {per_class} would leave none to train on (give "
                        f"--per_class below {len(files)})")
     held_out = set(random.Random(f"{seed}-{name}").sample(files, per_class))
@@ -48,12 +48,12 @@ def write_split(root: str, output: str, split: str, per_class: int, seed: str) -
   """Links ROOT/split's images into OUTPUT/{train,val}; returns the image count of each."""
   if per_class < 1:
     raise ValueError(f"--per_class must be at least 1, got {per_class}")
-  if not os.path.isdir(os.path.join(root, split)):
+  source_dir = os.path.abspath(os.path.join(root, split))
+  if not os.path.isdir(source_dir):
     raise ValueError(f"no folder {os.path.join(root, split)}: --root must hold the split "
                      f"{split!r} as {split}/<class>/<images>")
   if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
     raise ValueError(f"{output} exists and is not an empty folder; give a new --output folder")
-  source_dir = os.path.abspath(os.path.join(root, split))
   counts = {HELD_OUT_SPLIT: 0, REST_SPLIT: 0}
   for name, (held_out, rest) in held_out_files(root, split, per_class, seed).items():
     for target_split, files in ((HELD_OUT_SPLIT, held_out), (REST_SPLIT, rest)):
