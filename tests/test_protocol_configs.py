@@ -34,6 +34,7 @@ def test_protocol_builds_and_validates_for_every_objective(objective, budget):
   if objective == "moco_v2":
     assert config.objective_config.queue_size == 4096 * config.batch_size // 256
     assert (config.objective_config.temperature, config.ema.tau_base) == (0.1, 0.99)
+    assert config.optim.warmup_epochs == (0.0 if budget == ",accelerator" else 1.0)
   if objective == "simclr":
     assert config.objective_config.temperature == (0.5 if budget == ",accelerator" else 0.2)
 
