@@ -11,8 +11,8 @@ the result as it stands: pretrain and probe with `--config.data.root=OUTPUT
 
 The draw is a fixed function of the file names and `--seed` (a string; each class draws with
 Python's `random.Random(f"{seed}-{class}")` from its sorted image files), so the same command
-gives the same split on any machine. docs/results.md chose SimCLR's CIFAR-10 temperature on the
-split this command makes with the default seed.
+gives the same split on any machine. docs/results.md chose SimCLR's CIFAR-10 temperature and
+MoCo v2's warmup on the split this command makes with the default seed.
 """
 
 from __future__ import annotations
